@@ -1,0 +1,601 @@
+"""The process operations: what ``otpy.spawn``, ``otpy.send`` & co. do.
+
+Every operation starts by finding the calling process (a plain thread gets
+one on first use) and checking that it is alive: that is where the code of a
+process that was killed is stopped (:class:`ProcessExit`), and where a plain
+thread whose process was killed gets its :class:`otpy.ExitError`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from .._exceptions import ExitError, NoProcError, StartError
+from . import _process
+from ._process import MAX_INLINE_DEPTH, Process, ProcessExit, Reply, describe, raise_dead
+from ._runtime import Runtime, current_runtime
+from ._scheduler import ThreadState, thread_state
+from ._timers import Timer
+from ._types import NOPROC, Down, Exit, Pid, Ref, check_timeout
+
+__all__ = [
+    "NameResolver",
+    "ProcessInfo",
+    "StartIgnored",
+    "TimerRef",
+    "call",
+    "cancel_timer",
+    "current",
+    "defer_front",
+    "demonitor",
+    "exit",
+    "is_alive",
+    "link",
+    "monitor",
+    "parent",
+    "process_info",
+    "processes",
+    "receive",
+    "register",
+    "resolve",
+    "self",
+    "send",
+    "send_after",
+    "sleep",
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "spawn_reactive",
+    "spawn_task",
+    "trap_exits",
+    "unlink",
+    "kill_quietly",
+    "unregister",
+    "run_inline",
+    "wait_done",
+    "wait_reply",
+    "whereis",
+]
+
+TimerRef = Timer
+
+
+@runtime_checkable
+class NameResolver(Protocol):
+    """A name that is not a plain string: ``otpy.via(...)``, ``otpy.partition(...)``."""
+
+    def whereis_name(self) -> Pid | None: ...
+
+    def register_name(self, pid: Pid) -> None: ...
+
+    def unregister_name(self) -> None: ...
+
+
+class StartIgnored(ProcessExit):
+    """Raised by a reactive process's init to say 'do not start' (``IGNORE``)."""
+
+    def __init__(self) -> None:
+        super().__init__("normal")
+
+
+@attrs.frozen
+class ProcessInfo:
+    """What ``otpy.process_info(pid)`` reports about a live process.
+
+    ``status`` is ``"running"`` (a thread runs its code now), ``"waiting"``
+    (blocked in receive/call/sleep, or an idle reactive process), or
+    ``"runnable"`` (queued for a thread). ``thread`` names the thread that
+    holds the process right now, if any: a process blocked in code that otpy
+    cannot see (``time.sleep``, socket I/O) shows up as ``running`` there.
+    ``current`` says what the process runs (its function or behaviour class).
+    """
+
+    pid: Pid
+    name: str | None
+    status: str
+    message_queue_len: int
+    links: list[Pid]
+    monitors: list[Pid]
+    monitored_by: list[Pid]
+    trap_exits: bool
+    current: str
+    thread: str | None
+    parent: Pid | None
+
+
+ProcessInfo.__module__ = "otpy"
+
+
+# -- finding processes --------------------------------------------------------
+
+
+def current() -> tuple[Process, ThreadState]:
+    """The calling process and thread state; raises if the process is dead."""
+    ts = thread_state()
+    proc: Process | None = ts.proc  # type: ignore[assignment]
+    if proc is None:
+        rt = current_runtime()
+        proc = ts.thread_procs.get(rt)  # type: ignore[assignment]
+        if proc is None:
+            proc = rt.thread_process(ts)
+    if not proc.alive:
+        raise_dead(proc, ts)
+    return proc, ts
+
+
+def resolve(dest: object, rt: Runtime | None = None) -> Process | None:
+    """The live-or-dead process ``dest`` names, or None if no such process/name.
+
+    Raises:
+        TypeError: ``dest`` is not a Pid, a str or a NameResolver.
+    """
+    if type(dest) is Pid:
+        proc = dest._proc
+        if proc is None:
+            proc = (rt or current_runtime()).process_of(dest)
+        return proc
+    if isinstance(dest, str):
+        return (rt or Runtime.current()).whereis(dest)
+    if isinstance(dest, NameResolver):
+        pid = dest.whereis_name()
+        return None if pid is None else resolve(pid, rt)
+    raise TypeError(
+        f"a destination must be an otpy.Pid, a registered name (str) or otpy.via(...); "
+        f"got {dest!r} of type {type(dest).__name__}"
+    )
+
+
+def _pid_arg(pid: object, what: str) -> Pid:
+    if type(pid) is not Pid:
+        raise TypeError(f"{what} takes an otpy.Pid; got {pid!r} of type {type(pid).__name__}")
+    return pid  # type: ignore[return-value]
+
+
+# -- spawning -------------------------------------------------------------------
+
+
+def _spawn_body(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    *,
+    link: bool,
+    monitor: bool,
+    label: str | None = None,
+) -> tuple[Process, Ref | None]:
+    if not callable(fn):
+        raise TypeError(f"spawn needs a callable; got {fn!r} of type {type(fn).__name__}")
+    me, _ = current()
+    proc = me.rt.new_process(reactive=False, parent=me.pid, label=label or describe(fn))
+    proc._body = (fn, args, kwargs)
+    if link:
+        proc.add_link(me)
+    ref = None
+    if monitor:
+        ref = Ref()
+        proc.add_monitor(ref, me)
+    me.rt.scheduler.submit(proc)
+    return proc, ref
+
+
+def spawn(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Pid:
+    """Start a process running ``fn(*args, **kwargs)``; it ends when ``fn`` returns."""
+    return _spawn_body(fn, args, kwargs, link=False, monitor=False)[0].pid
+
+
+def spawn_link(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Pid:
+    """Like :func:`spawn`, linked to the caller."""
+    return _spawn_body(fn, args, kwargs, link=True, monitor=False)[0].pid
+
+
+def spawn_monitor(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple[Pid, Ref]:
+    """Like :func:`spawn`, monitored by the caller; returns ``(pid, ref)``."""
+    proc, ref = _spawn_body(fn, args, kwargs, link=False, monitor=True)
+    assert ref is not None
+    return proc.pid, ref
+
+
+def spawn_task(
+    fn: Callable[..., Any], args: tuple[Any, ...], *, link: bool, label: str | None = None
+) -> tuple[Pid, Reply]:
+    """Start a body process whose result (``fn``'s value) resolves the returned Reply.
+
+    If the process dies first, the Reply fails with its exit reason.
+    """
+    reply = Reply()
+
+    def body() -> None:
+        value = fn(*args)
+        reply.resolve(True, value)
+
+    proc, _ = _spawn_body(body, (), {}, link=link, monitor=False, label=label or describe(fn))
+    if not proc.watch(reply):
+        reply.fail(proc.reason)
+    return proc.pid, reply
+
+
+def spawn_reactive(
+    handler: Callable[[Any], None],
+    init: Callable[[], None] | None = None,
+    *,
+    link: bool = False,
+    name: object = None,
+    label: str = "",
+) -> Pid | None:
+    """Start a reactive process and wait until its ``init`` has run.
+
+    ``handler(msg)`` runs once per message. ``init()`` runs first, inside the
+    new process (on the caller's thread when it can, else on the pool). If
+    ``init`` raises :class:`StartIgnored` the result is ``None``; if it raises
+    anything else, the process exits with that reason, the caller is not hit
+    by the link, and :class:`StartError` is raised.
+
+    Raises:
+        StartError: init failed; ``.reason`` is the exception or exit reason.
+        AlreadyStartedError: ``name`` is taken.
+    """
+    me, ts = current()
+    rt = me.rt
+    proc = rt.new_process(reactive=True, parent=me.pid, label=label)
+    proc._handler = handler
+    ack = Reply()
+
+    def start() -> None:
+        try:
+            if init is not None:
+                init()
+        except StartIgnored:
+            proc.remove_link(me)
+            ack.resolve(True, None)
+            raise
+        except BaseException as exc:
+            proc.remove_link(me)
+            ack.fail(exc.reason if isinstance(exc, ProcessExit) else exc)
+            raise
+        ack.resolve(True, proc.pid)
+
+    proc._init = start
+    proc._sched.acquire()
+    if name is not None:
+        try:
+            _register(name, proc)
+        except BaseException:
+            proc._init = None
+            proc.die("normal")
+            proc._sched.release()
+            raise
+    if link:
+        proc.add_link(me)
+    proc.watch(ack)
+    if ts.depth < MAX_INLINE_DEPTH:
+        proc.start_inline(ts)
+    else:
+        rt.scheduler.submit(proc)
+    try:
+        return _process.wait_reply(me, ts, ack, None, f"start of {label or 'a process'}")  # type: ignore[no-any-return]
+    except ExitError as exc:
+        raise StartError(exc.reason) from (exc.reason if isinstance(exc.reason, BaseException) else None)
+
+
+def _register(name: object, proc: Process) -> None:
+    if isinstance(name, NameResolver):
+        name.register_name(proc.pid)
+    else:
+        proc.rt.register(name, proc)  # type: ignore[arg-type]
+
+
+# -- messages -------------------------------------------------------------------
+
+
+def self() -> Pid:
+    """The calling process's pid (a plain thread gets a process on first use)."""
+    return current()[0].pid
+
+
+def send(dest: object, message: Any) -> None:
+    """Send ``message`` to a pid, a registered name or ``otpy.via(...)``.
+
+    Sending to a dead pid does nothing (messages to the dead are lost).
+
+    Raises:
+        NoProcError: ``dest`` is a name nobody has registered.
+    """
+    me, _ = current()
+    proc = resolve(dest, me.rt)
+    if proc is None:
+        if type(dest) is Pid:
+            return
+        raise NoProcError(dest, "send")
+    proc.deliver(message)
+
+
+def send_quiet(dest: object, message: Any) -> None:
+    """Send, ignoring unknown names and dead targets (``GenServer.cast``)."""
+    try:
+        me, _ = current()
+        proc = resolve(dest, me.rt)
+    except (TypeError, NoProcError):
+        return
+    if proc is not None:
+        proc.deliver(message)
+
+
+def receive(timeout: float | None = None, match: Callable[[Any], bool] | None = None) -> Any:
+    """Take the oldest message (that ``match`` accepts, if given).
+
+    Messages that ``match`` rejects stay in the mailbox, in order.
+
+    Raises:
+        otpy.Timeout: no such message arrived within ``timeout`` seconds.
+    """
+    timeout = check_timeout(timeout)
+    if match is not None and not callable(match):
+        raise TypeError(f"match must be a predicate (a callable) or None; got {match!r}")
+    me, ts = current()
+    return _process.receive(me, ts, timeout, match)
+
+
+def call(
+    dest: object, request: Any, timeout: float | None, what: str | Callable[[], str]
+) -> Any:
+    """A synchronous request to a process; see ``GenServer.call``.
+
+    ``what`` names the operation in error messages (a callable is called only
+    when an error needs it).
+    """
+    me, ts = current()
+    target = resolve(dest, me.rt)
+    if target is None or not target.alive:
+        raise NoProcError(dest, what if isinstance(what, str) else what())
+    return _process.call(me, ts, target, request, timeout, what)
+
+
+def wait_reply(reply: Reply, timeout: float | None, what: str | Callable[[], str]) -> Any:
+    """Wait for a Reply as the calling process (compensating the pool)."""
+    me, ts = current()
+    return _process.wait_reply(me, ts, reply, timeout, what)
+
+
+def wait_done(reply: Reply, timeout: float | None) -> bool:
+    """Wait as the calling process until ``reply`` is resolved, without consuming it."""
+    me, ts = current()
+    return _process.wait_done(me, ts, reply, timeout)
+
+
+def run_inline(dest: Pid, message: Any) -> bool:
+    """Handle ``message`` in reactive process ``dest`` on the calling thread, now.
+
+    Only if ``dest`` is idle (not queued, not running) with an empty mailbox,
+    so the order of its messages is kept; returns False (and does nothing)
+    otherwise. A crash is ``dest``'s crash, not the caller's.
+    """
+    me, ts = current()
+    proc = resolve(dest, me.rt)
+    if proc is None or not proc.reactive or ts.depth >= MAX_INLINE_DEPTH or not proc.try_claim():
+        return False
+    proc.run_inline(message, ts)
+    return True
+
+
+def kill_quietly(pid: Pid, unlink: Pid | None = None) -> None:
+    """Kill ``pid`` from any thread (no calling process needed), first unlinking ``unlink``.
+
+    For cleanup code that may run outside the process that owns ``pid``
+    (a finaliser, a timer).
+    """
+    proc = pid._proc
+    if proc is None:
+        return
+    if unlink is not None and unlink._proc is not None and unlink._proc is not proc:
+        proc.remove_link(unlink._proc)
+    proc.exit_signal(proc.rt.root, "kill")
+
+
+def defer_front(message: Any) -> None:
+    """Make ``message`` the next one the calling process handles, before its mailbox."""
+    me, _ = current()
+    if me._saved is None:
+        me._saved = deque()
+    me._saved.appendleft(message)
+
+
+def parent() -> Pid | None:
+    """The pid of the process that started the caller (None for a plain thread's process)."""
+    return current()[0].parent
+
+
+def sleep(seconds: float | None) -> None:
+    """Sleep; an exit signal that kills the process interrupts it. ``None`` sleeps forever."""
+    seconds = check_timeout(seconds, "seconds")
+    me, ts = current()
+    _process.sleep(me, ts, seconds)
+
+
+# -- links, monitors, exits -------------------------------------------------------
+
+
+def link(pid: Pid) -> None:
+    """Link the caller and ``pid``: when one dies abnormally, the other gets the exit signal.
+
+    Raises:
+        NoProcError: ``pid`` is dead and the caller does not trap exits
+            (a trapping caller gets ``Exit(pid, "noproc")`` instead).
+    """
+    _pid_arg(pid, "link")
+    me, _ = current()
+    proc = resolve(pid, me.rt)
+    if proc is me:
+        return
+    if proc is None or not proc.add_link(me):
+        if me.trap:
+            me.deliver(Exit(pid, NOPROC))
+            return
+        raise NoProcError(pid, "link")
+
+
+def unlink(pid: Pid) -> None:
+    """Remove the link between the caller and ``pid``, if any."""
+    _pid_arg(pid, "unlink")
+    me, _ = current()
+    proc = resolve(pid, me.rt)
+    if proc is not None and proc is not me:
+        proc.remove_link(me)
+
+
+def monitor(target: object) -> Ref:
+    """Monitor a process (a pid or a name); a ``Down`` message arrives when it ends.
+
+    A dead or unknown target gives ``Down(ref, target, "noproc")`` at once.
+    """
+    me, _ = current()
+    proc = resolve(target, me.rt)
+    ref = Ref()
+    if proc is None or not proc.add_monitor(ref, me):
+        me.deliver(Down(ref, target if proc is None else proc.pid, NOPROC))
+    return ref
+
+
+def demonitor(ref: Ref, flush: bool = False) -> bool:
+    """Stop monitoring; with ``flush=True`` also drop a ``Down`` for ``ref`` already received.
+
+    Returns:
+        True if the monitor was still active.
+    """
+    if not isinstance(ref, Ref):
+        raise TypeError(f"demonitor takes the otpy.Ref that monitor() returned; got {ref!r}")
+    me, _ = current()
+    target = me.forget_monitor(ref)
+    active = target is not None and target.drop_monitor(ref)
+    if flush:
+        saved = me.pull_all()
+        kept = [m for m in saved if not (type(m) is Down and m.ref == ref)]
+        if len(kept) != len(saved):
+            saved.clear()
+            saved.extend(kept)
+    return active
+
+
+def exit(pid: object, reason: Any) -> None:
+    """Send an exit signal to ``pid``.
+
+    ``"kill"`` kills unconditionally (links see ``"killed"``); ``"normal"`` is
+    ignored by a process that does not trap exits, unless it is the caller;
+    any other reason kills a non-trapping process and reaches a trapping one
+    as an ``Exit`` message.
+    """
+    me, ts = current()
+    proc = resolve(pid, me.rt)
+    if proc is None:
+        return
+    proc.exit_signal(me.pid, reason)
+    if proc is me and not me.alive:
+        raise_dead(me, ts)
+
+
+def trap_exits(flag: bool) -> bool:
+    """Turn exit signals into ``Exit`` messages (or back); returns the previous value."""
+    if not isinstance(flag, bool):
+        raise TypeError(f"trap_exits takes a bool; got {flag!r}")
+    me, _ = current()
+    return me.set_trap(flag)
+
+
+def is_alive(pid: Pid) -> bool:
+    """Whether ``pid`` is a live process."""
+    _pid_arg(pid, "is_alive")
+    proc = pid._proc or current_runtime().process_of(pid)
+    return proc is not None and proc.alive
+
+
+# -- names --------------------------------------------------------------------------
+
+
+def register(name: str, pid: Pid) -> None:
+    """Register ``pid`` under ``name`` in the caller's runtime.
+
+    Raises:
+        AlreadyStartedError: the name is taken.
+        NoProcError: ``pid`` is not alive.
+        TypeError / ValueError: ``name`` is not a non-empty str.
+    """
+    _pid_arg(pid, "register")
+    me, _ = current()
+    proc = resolve(pid, me.rt)
+    if proc is None:
+        raise NoProcError(pid, f"register({name!r})")
+    proc.rt.register(name, proc)
+
+
+def unregister(name: str) -> None:
+    """Remove a registered name.
+
+    Raises:
+        NoProcError: nothing is registered under ``name``.
+    """
+    Runtime.current().unregister(name)
+
+
+def whereis(name: str) -> Pid | None:
+    """The pid registered under ``name``, or None."""
+    if not isinstance(name, str):
+        raise TypeError(f"whereis takes a name (str); got {name!r} of type {type(name).__name__}")
+    proc = Runtime.current().whereis(name)
+    return proc.pid if proc is not None and proc.alive else None
+
+
+# -- timers ---------------------------------------------------------------------------
+
+
+def send_after(seconds: float, dest: object, message: Any) -> TimerRef:
+    """Send ``message`` to ``dest`` after ``seconds``; returns a ref for :func:`cancel_timer`.
+
+    A name is looked up when the timer fires (nothing happens if it is not
+    registered then); a timer to a pid dies with that process.
+    """
+    delay = check_timeout(seconds, "seconds")
+    if delay is None:
+        raise ValueError(f"send_after needs a finite number of seconds; got {seconds!r}")
+    if not isinstance(dest, (Pid, str, NameResolver)):
+        resolve(dest)  # raises the TypeError
+    me, _ = current()
+    rt = me.rt
+    owner = resolve(dest, rt) if type(dest) is Pid else None
+    return rt.timers.schedule(delay, lambda: _timer_send(rt, dest, message), owner)
+
+
+def _timer_send(rt: Runtime, dest: object, message: Any) -> None:
+    try:
+        proc = resolve(dest, rt)
+    except NoProcError:
+        return
+    if proc is not None:
+        proc.deliver(message)
+
+
+def cancel_timer(tref: TimerRef) -> float | None:
+    """Cancel a timer; the seconds that were left, or None if it fired or was cancelled."""
+    if not isinstance(tref, Timer):
+        raise TypeError(f"cancel_timer takes what send_after returned; got {tref!r}")
+    return tref.cancel()
+
+
+# -- introspection ---------------------------------------------------------------------
+
+
+def process_info(pid: Pid) -> ProcessInfo | None:
+    """A snapshot of a live process, or None if it is dead."""
+    _pid_arg(pid, "process_info")
+    proc = pid._proc or current_runtime().process_of(pid)
+    if proc is None:
+        return None
+    info = proc.snapshot()
+    return None if info is None else ProcessInfo(**info)
+
+
+def processes() -> list[Pid]:
+    """Every live process of the current runtime."""
+    return Runtime.current().processes()

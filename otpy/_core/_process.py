@@ -1,0 +1,850 @@
+"""Processes: mailbox, life cycle, links, monitors and exit signals.
+
+A :class:`Process` is a small object, not a thread. Two kinds exist:
+
+* **reactive** processes (GenServer, Agent, supervisors, stages) have a
+  ``handler`` that the scheduler calls once per message on a pool thread; an
+  idle reactive process holds no thread at all;
+* **body** processes run a function from start to end on a pool thread (a
+  ``spawn``-ed function, a Task); they hold that thread while they run, and
+  ``receive`` blocks it. A plain thread that calls otpy gets a body-like
+  process of its own (a *thread process*) whose body is the thread itself.
+
+Mailbox. A ``SimpleQueue`` (thread-safe, never blocks a sender) plus a deque
+of messages that a selective ``receive`` skipped (``_saved``, older than
+anything in the queue, owned by the process). The order between one sender and
+one receiver is the order of ``put``.
+
+Death is immediate for the runtime. :meth:`Process.die` settles everything
+under the process's lock at once (alive flag, links, monitors, name, watchers),
+then outside the lock drops the mailbox, wakes a thread blocked in the process's
+waits, removes it from the runtime, and sends exit signals and ``Down``
+messages. Python cannot stop a running thread: code of a dead process that is
+still running is stopped at its next otpy call (which raises
+:class:`ProcessExit`), and, if it makes none within ``INTERRUPT_DELAY``
+seconds, by an asynchronous exception (best effort: code that catches
+``BaseException`` or waits outside otpy, e.g. in ``time.sleep``, sees it late).
+Whatever such code produces later (replies, messages) is discarded, because a
+dead process's sends are refused.
+
+Lock order: ``Runtime._lock`` > ``Process._lock`` (two process locks: lower pid
+first) > ``Scheduler._lock``. No user code, and no other object's locking
+method, runs while a process lock is held.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from queue import Empty, SimpleQueue
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import ExitError, NoProcError, Timeout
+from ._scheduler import ThreadState, thread_state
+from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = [
+    "BUDGET",
+    "Call",
+    "Process",
+    "ProcessExit",
+    "Reply",
+    "blocking_wait",
+    "call",
+    "describe",
+    "raise_dead",
+    "receive",
+    "sleep",
+    "wait_done",
+    "wait_reply",
+]
+
+_log = logging.getLogger("otpy.process")
+
+BUDGET = 64
+"""Messages a reactive process handles per turn before it yields its thread."""
+
+INTERRUPT_DELAY = 0.05
+"""Seconds a killed process's code may keep running before it is interrupted."""
+
+MAX_INLINE_DEPTH = 24
+"""Nested inline runs one thread may stack before calls go through the pool."""
+
+TIMEOUT_MAX = threading.TIMEOUT_MAX
+
+
+class ProcessExit(BaseException):
+    """Unwinds the code of a process that exits (or was killed).
+
+    Raised by the next otpy call of a process that died, and by behaviours to
+    stop their own process with ``reason``. It derives from ``BaseException``
+    so that ``except Exception`` in user code lets it through.
+    """
+
+    def __init__(self, reason: object = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Wake:
+    """Put into a dead process's queue to wake a thread blocked on it."""
+
+    def __repr__(self) -> str:
+        return "<otpy wake>"
+
+
+_WAKE = _Wake()
+_ABANDONED = object()
+
+
+class Reply:
+    """A one-shot result: set once by a reply or by a death, waited for once.
+
+    ``_claim`` is a Lock used as a test-and-set: whoever acquires it first
+    (a reply, the target's death, the waiter's timeout or the waiter's death)
+    decides the outcome; ``_done`` is released once the outcome is stored.
+    """
+
+    __slots__ = ("_claim", "_done", "ok", "value")
+
+    def __init__(self) -> None:
+        self._claim = threading.Lock()
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.ok = False
+        self.value: Any = None
+
+    def resolve(self, ok: bool, value: Any) -> bool:
+        """Store the outcome unless one is stored already; True if this call won."""
+        if not self._claim.acquire(False):
+            return False
+        self.ok = ok
+        self.value = value
+        self._done.release()
+        return True
+
+    def fail(self, reason: object) -> None:
+        """The process this result depended on died with ``reason``."""
+        self.resolve(False, reason)
+
+    def abandon(self) -> None:
+        """The waiter died; drop whatever comes later."""
+        self.resolve(False, _ABANDONED)
+
+    @property
+    def done(self) -> bool:
+        return self._claim.locked()
+
+    def peek(self, timeout: float | None) -> bool:
+        """Wait until resolved without consuming it: any number of waiters, any number of times."""
+        got = self.wait(timeout)
+        if got:
+            self._done.release()
+        return got
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait until resolved; False on timeout (the outcome may still come)."""
+        if timeout is None:
+            return self._done.acquire()
+        return self._done.acquire(True, min(timeout, TIMEOUT_MAX))
+
+    def settle_timeout(self) -> bool:
+        """After a timed-out wait: True if the timeout won (no result will ever be kept)."""
+        if self._claim.acquire(False):
+            self.value = _ABANDONED
+            return True
+        self._done.acquire()  # a result won the race and is being stored right now
+        return False
+
+
+class Call(Reply):
+    """A synchronous request: the message, the caller's handle and the reply slot.
+
+    Users see it as the ``caller`` argument of ``handle_call``; answer it with
+    ``otpy.GenServer.reply(caller, value)`` (or ``caller.reply(value)``).
+    """
+
+    __slots__ = ("pid", "request")
+
+    def __init__(self, request: Any, pid: Pid) -> None:
+        super().__init__()
+        self.request = request
+        self.pid = pid
+
+    def reply(self, value: Any) -> None:
+        """Answer the caller; later answers, or answers after a timeout, are dropped."""
+        self.resolve(True, value)
+
+    def __repr__(self) -> str:
+        return f"<otpy caller {self.pid!r}>"
+
+
+def _interrupt_thread(tid: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(ProcessExit))
+
+
+def _clear_interrupt(tid: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
+
+
+def describe(obj: object) -> str:
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if name is None:
+        return repr(obj)
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{name}" if module else str(name)
+
+
+class Process:
+    """The runtime's record of one process. Behaviours never touch its fields."""
+
+    __slots__ = (
+        "__weakref__",
+        "_async_sent",
+        "_body",
+        "_handler",
+        "_init",
+        "_links",
+        "_lock",
+        "_monitoring",
+        "_monitors",
+        "_q",
+        "_saved",
+        "_sched",
+        "_ts",
+        "_wait",
+        "_watchers",
+        "alive",
+        "inline_cost",
+        "label",
+        "name",
+        "parent",
+        "pid",
+        "reactive",
+        "reason",
+        "rt",
+        "thread_owned",
+        "trap",
+    )
+
+    # _lock guards alive, reason, name, trap, _links, _monitors, _monitoring,
+    # _watchers, _wait, _ts (writes) and _async_sent.
+    # Owned by whoever runs the process (holds _sched, or is its body thread):
+    # _saved, _init, inline_cost. _q is a SimpleQueue: safe from any thread.
+
+    def __init__(self, rt: Runtime, pid_id: int, *, reactive: bool, parent: Pid | None) -> None:
+        self.rt = rt
+        self.pid = Pid(rt.id, pid_id, self)
+        self.reactive = reactive
+        self.parent = parent
+        self._q: SimpleQueue[Any] = SimpleQueue()
+        self._sched = threading.Lock()
+        self._lock = threading.Lock()
+        self.alive = True
+        self.reason: Any = None
+        self.name: str | None = None
+        self.trap = False
+        self.thread_owned = False
+        self._links: set[Process] | None = None
+        self._monitors: dict[Ref, Process] | None = None
+        self._monitoring: dict[Ref, Process] | None = None
+        self._watchers: set[Reply] | None = None
+        self._wait: Reply | None = None
+        self._saved: deque[Any] | None = None
+        self._ts: ThreadState | None = None
+        self._async_sent = False
+        self._handler: Callable[[Any], None] | None = None
+        self._init: Callable[[], None] | None = None
+        self._body: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        self.inline_cost = 0.0
+        self.label = ""
+
+    def __repr__(self) -> str:
+        state = "alive" if self.alive else f"dead: {self.reason!r}"
+        name = f" {self.name!r}" if self.name else ""
+        return f"<otpy process {self.pid!r}{name} {self.label} ({state})>"
+
+    # -- messages ----------------------------------------------------------
+
+    def deliver(self, msg: Any) -> None:
+        """Put ``msg`` in the mailbox and make the process runnable if it is idle."""
+        if not self.alive:
+            return
+        self._q.put(msg)
+        if self.reactive and self._sched.acquire(False):
+            self.rt.scheduler.submit(self)
+
+    def queue_len(self) -> int:
+        return self._q.qsize() + (len(self._saved) if self._saved else 0)
+
+    def _drain(self) -> None:
+        q = self._q
+        try:
+            while True:
+                q.get_nowait()
+        except Empty:
+            pass
+
+    def pull_all(self) -> deque[Any]:
+        """Move every queued message into the saved deque (owner only) and return it."""
+        saved = self._saved
+        if saved is None:
+            saved = self._saved = deque()
+        q = self._q
+        while not q.empty():
+            try:
+                saved.append(q.get_nowait())
+            except Empty:
+                break
+        return saved
+
+    # -- running -----------------------------------------------------------
+
+    def _enter(self, ts: ThreadState) -> object:
+        prev = ts.proc
+        ts.proc = self
+        self._ts = ts
+        return prev
+
+    def _leave(self, ts: ThreadState, prev: object) -> None:
+        ts.proc = prev
+        with self._lock:
+            self._ts = None
+            sent = self._async_sent
+        if sent:
+            _clear_interrupt(ts.tid)
+
+    def run(self) -> None:
+        """Run by a pool worker: a reactive turn, or a body from start to end."""
+        if self.reactive:
+            self._turn()
+        else:
+            self._run_body()
+
+    def _turn(self) -> None:
+        # The caller holds _sched (taken by whoever queued us).
+        ts = thread_state()
+        prev = self._enter(ts)
+        try:
+            try:
+                init = self._init
+                if init is not None:
+                    self._init = None
+                    init()
+                handler = self._handler
+                assert handler is not None, "this is a bug in otpy: reactive process without handler"
+                q = self._q
+                n = BUDGET
+                while n and self.alive:
+                    saved = self._saved
+                    if saved:
+                        msg = saved.popleft()
+                    elif q.empty():
+                        break
+                    else:
+                        try:
+                            msg = q.get_nowait()
+                        except Empty:
+                            break
+                        if msg is _WAKE:
+                            continue
+                    handler(msg)
+                    n -= 1
+            finally:
+                self._leave(ts, prev)
+        except ProcessExit as exc:
+            self._leave(ts, prev)
+            self.die(exc.reason if self.alive else self.reason)
+        except BaseException as exc:
+            self._leave(ts, prev)
+            self.crash(exc)
+        self._release_sched()
+
+    def _release_sched(self) -> None:
+        self._sched.release()
+        if self.alive and (self._saved or not self._q.empty()) and self._sched.acquire(False):
+            self.rt.scheduler.submit(self)
+
+    def try_claim(self) -> bool:
+        """Take the run flag of an idle reactive process with an empty mailbox."""
+        if not self._sched.acquire(False):
+            return False
+        if self.alive and self._init is None and not self._saved and self._q.empty():
+            return True
+        self._release_sched()
+        return False
+
+    def run_inline(self, msg: Any, ts: ThreadState) -> None:
+        """Handle one message on the calling thread; the caller holds the run flag.
+
+        A crash here is the process's crash, not the caller's. A
+        ``BaseException`` that is not otpy's (``KeyboardInterrupt``) crashes the
+        process and then propagates to the caller too.
+        """
+        handler = self._handler
+        assert handler is not None, "this is a bug in otpy: reactive process without handler"
+        prev = self._enter(ts)
+        ts.depth += 1
+        start = time.monotonic()
+        try:
+            try:
+                handler(msg)
+            finally:
+                ts.depth -= 1
+                self.inline_cost = time.monotonic() - start
+                self._leave(ts, prev)
+        except ProcessExit as exc:
+            self._leave(ts, prev)
+            self.die(exc.reason if self.alive else self.reason)
+        except Exception as exc:
+            self._leave(ts, prev)
+            self.crash(exc)
+        except BaseException as exc:
+            self._leave(ts, prev)
+            self.crash(exc)
+            raise
+        finally:
+            self._release_sched()
+
+    def start_inline(self, ts: ThreadState) -> None:
+        """Run a new reactive process's init on the calling thread (run flag held)."""
+        init = self._init
+        self._init = None
+        prev = self._enter(ts)
+        ts.depth += 1
+        try:
+            try:
+                if init is not None:
+                    init()
+            finally:
+                ts.depth -= 1
+                self._leave(ts, prev)
+        except ProcessExit as exc:
+            self._leave(ts, prev)
+            self.die(exc.reason if self.alive else self.reason)
+        except Exception as exc:
+            self._leave(ts, prev)
+            self.crash(exc)
+        except BaseException as exc:
+            self._leave(ts, prev)
+            self.crash(exc)
+            raise
+        finally:
+            self._release_sched()
+
+    def _run_body(self) -> None:
+        body = self._body
+        self._body = None
+        assert body is not None, "this is a bug in otpy: body process run twice"
+        fn, args, kwargs = body
+        ts = thread_state()
+        prev = self._enter(ts)
+        try:
+            try:
+                if self.alive:
+                    fn(*args, **kwargs)
+            finally:
+                self._leave(ts, prev)
+        except ProcessExit as exc:
+            self._leave(ts, prev)
+            self.die(exc.reason if self.alive else self.reason)
+        except BaseException as exc:
+            self._leave(ts, prev)
+            self.crash(exc)
+        else:
+            self.die(NORMAL)
+
+    def crash(self, exc: BaseException) -> None:
+        """The process's code raised ``exc``: log it (unless the process is dead already) and die."""
+        if not self.alive:
+            return
+        _log.error(
+            "process %r%s (%s) crashed: %r",
+            self.pid,
+            f" ({self.name})" if self.name else "",
+            self.label,
+            exc,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        self.die(exc)
+
+    # -- death -------------------------------------------------------------
+
+    def die(self, reason: Any) -> bool:
+        """End the process with ``reason`` now; False if it was already dead."""
+        with self._lock:
+            if not self.alive:
+                return False
+            self.alive = False
+            self.reason = reason
+            links, self._links = self._links, None
+            monitors, self._monitors = self._monitors, None
+            monitoring, self._monitoring = self._monitoring, None
+            watchers, self._watchers = self._watchers, None
+            wait, self._wait = self._wait, None
+            name, self.name = self.name, None
+            ts = self._ts
+        self._drain()
+        self._q.put(_WAKE)
+        if wait is not None:
+            wait.abandon()
+        if ts is not None and ts.proc is self and not ts.waiting and not self.thread_owned:
+            self.rt.timers.schedule(INTERRUPT_DELAY, lambda: self.interrupt(ts))
+        self.rt.forget(self, name)
+        if monitoring:
+            for ref, target in monitoring.items():
+                target.drop_monitor(ref)
+        if watchers:
+            for reply in watchers:
+                reply.fail(reason)
+        if links:
+            for other in links:
+                other.exit_signal(self.pid, reason, self)
+        if monitors:
+            pid = self.pid
+            for ref, watcher in monitors.items():
+                watcher.deliver(Down(ref, pid, reason))
+        return True
+
+    def interrupt(self, ts: ThreadState) -> None:
+        """Best effort: raise ProcessExit in the thread still running a dead process's code."""
+        with self._lock:
+            if self._ts is not ts or ts.proc is not self or ts.waiting or self._async_sent:
+                return
+            self._async_sent = True
+            _interrupt_thread(ts.tid)
+
+    def exit_signal(self, sender: Pid, reason: Any, via_link: Process | None = None) -> None:
+        """Receive an exit signal, following Erlang's rules.
+
+        ``via_link`` is the linked process that died (the signal breaks the
+        link); ``None`` for a signal sent with ``otpy.exit``.
+        """
+        if via_link is None and reason == KILL:
+            self.die(KILLED)
+            return
+        with self._lock:
+            if not self.alive:
+                return
+            if via_link is not None:
+                links = self._links
+                if links is None or via_link not in links:
+                    return  # unlinked meanwhile: the signal is void
+                links.discard(via_link)
+            trap = self.trap
+        if trap:
+            self.deliver(Exit(sender, reason))
+        elif reason == NORMAL:
+            if via_link is None and sender == self.pid:
+                self.die(NORMAL)
+        else:
+            self.die(reason)
+
+    # -- links, monitors, watchers -----------------------------------------
+
+    def add_link(self, other: Process) -> bool:
+        """Link both ways; False if either is dead."""
+        first, second = (self, other) if self.pid.id < other.pid.id else (other, self)
+        with first._lock, second._lock:
+            if not (first.alive and second.alive):
+                return False
+            if first._links is None:
+                first._links = set()
+            if second._links is None:
+                second._links = set()
+            first._links.add(second)
+            second._links.add(first)
+        return True
+
+    def remove_link(self, other: Process) -> None:
+        first, second = (self, other) if self.pid.id < other.pid.id else (other, self)
+        with first._lock, second._lock:
+            if first._links:
+                first._links.discard(second)
+            if second._links:
+                second._links.discard(first)
+
+    def add_monitor(self, ref: Ref, watcher: Process) -> bool:
+        """``watcher`` monitors this process; False if this process is dead."""
+        with self._lock:
+            if not self.alive:
+                return False
+            if self._monitors is None:
+                self._monitors = {}
+            self._monitors[ref] = watcher
+        with watcher._lock:
+            if watcher.alive:
+                if watcher._monitoring is None:
+                    watcher._monitoring = {}
+                watcher._monitoring[ref] = self
+                return True
+        self.drop_monitor(ref)
+        return True
+
+    def drop_monitor(self, ref: Ref) -> bool:
+        with self._lock:
+            if self._monitors is None:
+                return False
+            return self._monitors.pop(ref, None) is not None
+
+    def forget_monitor(self, ref: Ref) -> Process | None:
+        """Remove ``ref`` from the monitors this process holds; the target, if any."""
+        with self._lock:
+            if self._monitoring is None:
+                return None
+            return self._monitoring.pop(ref, None)
+
+    def watch(self, reply: Reply) -> bool:
+        """``reply`` fails with this process's exit reason when it dies; False if dead now."""
+        with self._lock:
+            if not self.alive:
+                return False
+            if self._watchers is None:
+                self._watchers = set()
+            self._watchers.add(reply)
+            return True
+
+    def unwatch(self, reply: Reply) -> None:
+        with self._lock:
+            if self._watchers:
+                self._watchers.discard(reply)
+
+    def set_wait(self, reply: Reply | None) -> bool:
+        """Register what the process's thread is about to wait on; False if dead."""
+        with self._lock:
+            if not self.alive:
+                return False
+            self._wait = reply
+            return True
+
+    def set_trap(self, flag: bool) -> bool:
+        with self._lock:
+            old = self.trap
+            self.trap = flag
+            return old
+
+    # -- introspection -------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any] | None:
+        with self._lock:
+            if not self.alive:
+                return None
+            ts = self._ts
+            links = [p.pid for p in self._links] if self._links else []
+            monitors = [p.pid for p in self._monitoring.values()] if self._monitoring else []
+            monitored_by = [p.pid for p in self._monitors.values()] if self._monitors else []
+            info = {
+                "pid": self.pid,
+                "name": self.name,
+                "links": links,
+                "monitors": monitors,
+                "monitored_by": monitored_by,
+                "trap_exits": self.trap,
+                "parent": self.parent,
+            }
+        if ts is not None and (ts.proc is self or self.thread_owned):
+            status = "waiting" if ts.waiting else "running"
+            thread: str | None = _thread_name(ts.tid)
+        elif self.reactive and self._sched.locked():
+            status, thread = "runnable", None
+        else:
+            status, thread = "waiting", None
+        info["status"] = status
+        info["thread"] = thread
+        info["message_queue_len"] = self.queue_len()
+        info["current"] = self.label
+        return info
+
+
+def _thread_name(tid: int) -> str | None:
+    for thread in threading.enumerate():
+        if thread.ident == tid:
+            return thread.name
+    return None
+
+
+# -- the operations a process performs on itself ------------------------------
+
+
+def blocking_wait(ts: ThreadState, wait: Callable[[], Any]) -> Any:
+    """Run ``wait()`` as an otpy wait: the pool may add a thread meanwhile."""
+    pool = ts.pool
+    ts.waiting = True
+    if pool is not None:
+        pool.blocking()
+    try:
+        return wait()
+    finally:
+        ts.waiting = False
+        if pool is not None:
+            pool.unblocked()
+
+
+def raise_dead(proc: Process, ts: ThreadState) -> None:
+    """The current process is dead: unwind its code (or, in a plain thread, raise ExitError)."""
+    reason = proc.reason
+    if proc.thread_owned:
+        rt = proc.rt
+        if ts.thread_procs.get(rt) is proc:
+            del ts.thread_procs[rt]
+        raise ExitError(reason) from (reason if isinstance(reason, BaseException) else None)
+    raise ProcessExit(reason)
+
+
+def receive(proc: Process, ts: ThreadState, timeout: float | None, match: Callable[[Any], bool] | None) -> Any:
+    saved = proc._saved
+    if saved:
+        if match is None:
+            return saved.popleft()
+        for i, msg in enumerate(saved):
+            if match(msg):
+                del saved[i]
+                return msg
+    q = proc._q
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        msg: Any = _WAKE
+        if not q.empty():
+            try:
+                msg = q.get_nowait()
+            except Empty:
+                msg = _WAKE
+            if msg is _WAKE and not proc.alive:
+                raise_dead(proc, ts)
+        if msg is _WAKE:
+            if deadline is None:
+                msg = blocking_wait(ts, q.get)
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise Timeout("receive()", timeout)
+                try:
+                    msg = blocking_wait(ts, lambda: q.get(True, min(remaining, TIMEOUT_MAX)))
+                except Empty:
+                    raise Timeout("receive()", timeout) from None
+            if msg is _WAKE:
+                if not proc.alive:
+                    raise_dead(proc, ts)
+                continue
+        if match is None or match(msg):
+            return msg
+        if saved is None:
+            saved = proc._saved = deque()
+        saved.append(msg)
+
+
+def _describe_wait(what: str | Callable[[], str]) -> str:
+    return what if isinstance(what, str) else what()
+
+
+def wait_reply(
+    proc: Process,
+    ts: ThreadState,
+    reply: Reply,
+    timeout: float | None,
+    what: str | Callable[[], str],
+) -> Any:
+    """Wait for ``reply`` as process ``proc``; the value, or raise.
+
+    Raises:
+        Timeout: nothing within ``timeout`` (a later result is dropped).
+        ExitError: the process the result depended on died with ``reply.value``.
+    """
+    if not reply.done:
+        if not proc.set_wait(reply):
+            raise_dead(proc, ts)
+        try:
+            got = blocking_wait(ts, lambda: reply.wait(timeout))
+        finally:
+            proc.set_wait(None)
+        if not got and reply.settle_timeout():
+            if not proc.alive:
+                raise_dead(proc, ts)
+            raise Timeout(_describe_wait(what), timeout)
+    else:
+        reply.wait(None)
+    if reply.value is _ABANDONED or not proc.alive:
+        raise_dead(proc, ts)
+    if reply.ok:
+        return reply.value
+    raise ExitError(reply.value, _describe_wait(what))
+
+
+def wait_done(proc: Process, ts: ThreadState, reply: Reply, timeout: float | None) -> bool:
+    """Wait until ``reply`` is resolved, without consuming it; False on timeout."""
+    if not reply.done:
+        if not proc.set_wait(reply):
+            raise_dead(proc, ts)
+        try:
+            got = blocking_wait(ts, lambda: reply.peek(timeout))
+        finally:
+            proc.set_wait(None)
+        if not proc.alive:
+            raise_dead(proc, ts)
+        if not got:
+            return False
+    reply.peek(None)
+    if reply.value is _ABANDONED:
+        raise_dead(proc, ts)
+    return True
+
+
+def sleep(proc: Process, ts: ThreadState, seconds: float | None) -> None:
+    reply = Reply()
+    if not proc.set_wait(reply):
+        raise_dead(proc, ts)
+    try:
+        blocking_wait(ts, lambda: reply.wait(seconds))
+    finally:
+        proc.set_wait(None)
+    if not proc.alive:
+        raise_dead(proc, ts)
+
+
+def call(
+    proc: Process,
+    ts: ThreadState,
+    target: Process,
+    request: Any,
+    timeout: float | None,
+    what: str | Callable[[], str],
+) -> Any:
+    """Send ``Call(request)`` to ``target`` and wait for the reply.
+
+    If ``target`` is reactive, idle and its recent handlers finished far inside
+    ``timeout``, the calling thread runs the handler itself (no thread hand-off);
+    otherwise the request goes through the mailbox.
+    """
+    if target is proc:
+        raise ExitError(
+            "calling_self", f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)"
+        )
+    msg = Call(request, proc.pid)
+    if (
+        target.reactive
+        and ts.depth < MAX_INLINE_DEPTH
+        and (timeout is None or target.inline_cost * 20 <= timeout)
+        and target.try_claim()
+    ):
+        target.run_inline(msg, ts)
+        if msg.done:
+            return wait_reply(proc, ts, msg, None, what)
+        if not target.watch(msg):
+            msg.fail(target.reason)
+            return wait_reply(proc, ts, msg, None, what)
+    else:
+        if not target.watch(msg):
+            raise NoProcError(target.pid, _describe_wait(what))
+        target.deliver(msg)
+    try:
+        return wait_reply(proc, ts, msg, timeout, what)
+    finally:
+        target.unwatch(msg)
+

@@ -1,0 +1,221 @@
+"""The run queue and the elastic pool of worker threads.
+
+The scheduling loop::
+
+    send(pid, msg)                          worker thread (one of N)
+    ──────────────                          ────────────────────────
+    proc.mailbox.put(msg)                   loop:
+    if proc.sched_flag.acquire(False):  ──▶     proc = run_queue.get()      (idle while empty)
+        run_queue.put(proc)                     proc.run():   up to BUDGET messages,
+                                                              then sched_flag.release(),
+                                                              and if the mailbox is not
+                                                              empty, re-acquire + requeue
+
+A process is in the run queue at most once, and is run by at most one thread
+at a time: the ``sched_flag`` (a Lock used only as a test-and-set with
+``acquire(False)``) is held from the moment a process is queued until its turn
+ends. Nobody ever blocks on it, so there is no lock convoy when a thread that
+holds it loses the GIL. Whoever releases it re-checks the mailbox afterwards,
+so a message put while the flag was held is never stranded.
+
+Blocking compensation: a worker that enters an otpy wait (receive, call,
+await, sleep) calls :meth:`Scheduler.blocking`; while it is blocked it does not
+count against ``max_threads``, and if work is queued with no idle worker the
+pool grows (up to ``hard_cap``). So a chain of synchronous calls deeper than
+the pool completes. Idle workers retire after ``IDLE_SECONDS``.
+
+Lock order (outermost first): ``Runtime._lock`` > ``Process._lock`` >
+``Scheduler._lock``; the scheduler's lock guards only its counters and is never
+held while running process code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from queue import Empty, SimpleQueue
+from typing import Protocol
+
+__all__ = ["Runnable", "Scheduler", "ThreadState", "default_max_threads", "thread_state"]
+
+IDLE_SECONDS = 5.0
+
+_log = logging.getLogger("otpy.scheduler")
+
+
+class ThreadState:
+    """What the runtime knows about one OS thread; owned by that thread.
+
+    ``proc`` is the process whose code the thread runs right now (``None`` in a
+    plain thread outside any inline run), ``pool`` the scheduler if the thread is
+    one of its workers, ``depth`` the nesting of inline runs, ``waiting`` whether
+    the thread is blocked in an otpy wait, and ``thread_procs`` the processes a
+    plain thread got in each runtime. Other threads only read ``proc`` and
+    ``waiting`` (to decide on an interrupt), and re-check under the process lock.
+    """
+
+    __slots__ = ("depth", "pool", "proc", "thread_procs", "tid", "waiting")
+
+    def __init__(self) -> None:
+        self.proc: object = None
+        self.pool: Scheduler | None = None
+        self.depth = 0
+        self.waiting = False
+        self.tid = threading.get_ident()
+        self.thread_procs: dict[object, object] = {}
+
+
+_tls = threading.local()
+
+
+def thread_state() -> ThreadState:
+    """The calling thread's :class:`ThreadState`, made on first use."""
+    try:
+        return _tls.ts  # type: ignore[no-any-return]
+    except AttributeError:
+        ts = _tls.ts = ThreadState()
+        return ts
+
+
+class Runnable(Protocol):
+    def run(self) -> None: ...
+
+
+def default_max_threads() -> int:
+    """Four threads per CPU, at least 8 and at most 64."""
+    return max(8, min(64, 4 * (os.cpu_count() or 1)))
+
+
+class _Stop:
+    def run(self) -> None:  # pragma: no cover - never run, recognised by identity
+        raise AssertionError("this is a bug in otpy: the stop marker was run")
+
+
+_STOP = _Stop()
+
+
+class Scheduler:
+    # _lock guards _total, _idle, _blocked, _pending, _workers and _closed.
+    # _pending counts queued items no worker has taken yet; _idle counts workers
+    # waiting on the run queue; running = _total - _idle - _blocked.
+
+    def __init__(self, max_threads: int, name: str) -> None:
+        self.max_threads = max_threads
+        self.hard_cap = max(1024, 16 * max_threads)
+        self._name = name
+        self._runq: SimpleQueue[Runnable] = SimpleQueue()
+        self._lock = threading.Lock()
+        self._total = 0
+        self._idle = 0
+        self._blocked = 0
+        self._pending = 0
+        self._serial = 0
+        self._closed = False
+        self._workers: set[threading.Thread] = set()
+
+    # -- submitting work ---------------------------------------------------
+
+    def submit(self, item: Runnable) -> None:
+        """Queue ``item.run()`` for a worker thread."""
+        self._runq.put(item)
+        with self._lock:
+            self._pending += 1
+            grow = self._should_grow()
+        if grow:
+            self._start_worker()
+
+    def _should_grow(self) -> bool:
+        # Called with _lock held; reserves the new thread's place when it says yes.
+        if self._closed or self._pending <= self._idle:
+            return False
+        running = self._total - self._idle - self._blocked
+        if running >= self.max_threads or self._total >= self.hard_cap:
+            return False
+        self._total += 1
+        return True
+
+    def _start_worker(self) -> None:
+        with self._lock:
+            self._serial += 1
+            name = f"{self._name}-worker-{self._serial}"
+        thread = threading.Thread(target=self._work, name=name, daemon=True)
+        with self._lock:
+            self._workers.add(thread)
+        thread.start()
+
+    # -- blocking compensation ---------------------------------------------
+
+    def blocking(self) -> None:
+        """The calling worker is about to block in an otpy wait."""
+        with self._lock:
+            self._blocked += 1
+            grow = self._should_grow()
+        if grow:
+            self._start_worker()
+
+    def unblocked(self) -> None:
+        with self._lock:
+            self._blocked -= 1
+
+    # -- the worker loop ---------------------------------------------------
+
+    def _work(self) -> None:
+        ts = thread_state()
+        ts.pool = self
+        runq = self._runq
+        lock = self._lock
+        try:
+            while True:
+                with lock:
+                    self._idle += 1
+                try:
+                    item = runq.get(timeout=IDLE_SECONDS)
+                except Empty:
+                    with lock:
+                        self._idle -= 1
+                        if self._pending == 0 or self._closed:
+                            self._total -= 1
+                            self._workers.discard(threading.current_thread())
+                            return
+                    continue
+                with lock:
+                    self._idle -= 1
+                    self._pending -= 1
+                if item is _STOP:
+                    with lock:
+                        self._total -= 1
+                    return
+                try:
+                    item.run()
+                except BaseException:
+                    _log.critical("this is a bug in otpy: %r escaped its run()", item, exc_info=True)
+        finally:
+            ts.pool = None
+
+    # -- shutdown ----------------------------------------------------------
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop every worker once the queue drains, and join them."""
+        with self._lock:
+            if self._closed:
+                workers = list(self._workers)
+            else:
+                self._closed = True
+                workers = list(self._workers)
+                for _ in workers:
+                    self._runq.put(_STOP)
+                    self._pending += 1
+        me = threading.current_thread()
+        for thread in workers:
+            if thread is not me:
+                thread.join(timeout)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "threads": self._total,
+                "idle": self._idle,
+                "blocked": self._blocked,
+                "queued": self._pending,
+            }

@@ -1,0 +1,130 @@
+"""One timer thread per runtime, serving a heap of deadlines.
+
+``send_after`` and every deferred action of the runtime (a delayed kill, a
+restart backoff) go through :meth:`TimerWheel.schedule`. Blocking waits
+(receive, call, sleep) do not: they wait on their own lock with the OS
+timeout, which wakes exactly one thread at exactly the deadline without a
+detour through this thread.
+
+The thread starts on the first timer and stops when the runtime closes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Timer", "TimerWheel"]
+
+_log = logging.getLogger("otpy.timers")
+
+
+class Timer:
+    """A scheduled action; ``cancel()`` returns the seconds that were left, or None."""
+
+    __slots__ = ("_action", "_state", "deadline", "owner", "wheel")
+
+    # _state: 0 pending, 1 fired, 2 cancelled; changed only under wheel._cond.
+
+    def __init__(
+        self, wheel: TimerWheel, deadline: float, action: Callable[[], Any], owner: Any = None
+    ) -> None:
+        self.wheel = wheel
+        self.owner = owner  # a timer dies with its owner (anything with an ``alive`` flag)
+        self.deadline = deadline
+        self._action = action
+        self._state = 0
+
+    def __repr__(self) -> str:
+        return f"<otpy timer due in {self.deadline - time.monotonic():.3f}s>"
+
+    def cancel(self) -> float | None:
+        return self.wheel._cancel(self)
+
+    def read(self) -> float | None:
+        """Seconds until the timer fires, or None if it fired or was cancelled."""
+        with self.wheel._cond:
+            if self._state != 0 or (self.owner is not None and not self.owner.alive):
+                return None
+            return max(0.0, self.deadline - time.monotonic())
+
+
+class TimerWheel:
+    # _cond (and its lock) guards _heap, _thread, _closed and every Timer._state.
+    # Actions run on the timer thread outside the lock, one after the other; an
+    # action that raises is logged and does not stop the thread.
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._cond = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, Timer]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def schedule(self, delay: float, action: Callable[[], Any], owner: Any = None) -> Timer:
+        timer = Timer(self, time.monotonic() + delay, action, owner)
+        with self._cond:
+            if self._closed:
+                timer._state = 2
+                return timer
+            heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name=f"{self._name}-timers", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][2] is timer:
+                self._cond.notify()
+        return timer
+
+    def _cancel(self, timer: Timer) -> float | None:
+        with self._cond:
+            if timer._state != 0:
+                return None
+            timer._state = 2
+            if timer.owner is not None and not timer.owner.alive:
+                return None
+            # The heap entry stays until its deadline; the loop skips cancelled timers.
+            return max(0.0, timer.deadline - time.monotonic())
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            for _, _, timer in self._heap:
+                timer._state = 2
+            self._heap.clear()
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if self._closed:
+                        return
+                    if not self._heap:
+                        self._cond.wait()
+                        continue
+                    deadline, _, timer = self._heap[0]
+                    if timer._state != 0:
+                        heapq.heappop(self._heap)
+                        continue
+                    delay = deadline - time.monotonic()
+                    if delay > 0:
+                        self._cond.wait(delay)
+                        continue
+                    heapq.heappop(self._heap)
+                    timer._state = 1
+                    break
+            try:
+                timer._action()
+            except BaseException:  # an action's failure is a bug in its owner, not ours
+                _log.exception("otpy timer action %r failed", timer._action)
