@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._gen_server import GenServer
 from ._core import Call, Pid
+from ._gen_server import GenServer
 
 __all__ = ["Agent"]
 
@@ -76,7 +76,7 @@ class Agent(GenServer):
         return GenServer.call(agent, ("get_and_update", fn), timeout)
 
     @staticmethod
-    def cast(agent: object, fn: Callable[[Any], Any]) -> None:  # type: ignore[override]
+    def cast(agent: object, fn: Callable[[Any], Any]) -> None:
         """Replace the state with ``fn(state)`` without waiting; never raises for the target."""
         _check_fn(fn, "cast")
         GenServer.cast(agent, fn)

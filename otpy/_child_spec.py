@@ -8,7 +8,7 @@ from typing import Any, Final, Literal
 
 import attrs
 
-__all__ = ["BRUTAL_KILL", "ChildSpec", "Restart", "ChildType"]
+__all__ = ["BRUTAL_KILL", "ChildSpec", "ChildType", "Restart"]
 
 BRUTAL_KILL: Final = "brutal_kill"
 """A child's ``shutdown`` value: kill it at once instead of asking it to stop."""

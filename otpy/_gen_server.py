@@ -68,7 +68,7 @@ from ._child_spec import ChildSpec
 from ._core import Call, Exit, Pid, ProcessExit
 from ._exceptions import ExitError
 
-__all__ = ["IGNORE", "NOREPLY", "Continue", "GenServer", "Stop", "From"]
+__all__ = ["IGNORE", "NOREPLY", "Continue", "From", "GenServer", "Stop"]
 
 _log = logging.getLogger("otpy.gen_server")
 

@@ -303,12 +303,13 @@ class AsyncStream(Iterator[Result]):
 
     Items run in up to ``max_concurrency`` worker processes owned by the
     consumer (the process that iterates). A worker runs one item at a time,
-    so at most ``max_concurrency`` items run at once, and an item is taken
-    from ``iterable`` only when the consumer asks for a result and fewer than
-    ``max_concurrency`` items are running.
+    so at most ``max_concurrency`` items run at once. An item is taken from
+    ``iterable`` only when the consumer asks for a result and fewer than
+    ``max_concurrency`` items are running or finished but not yet emitted
+    (with ``ordered=True``, results wait for the slower items before them).
 
-    When items prove quick (recent average below 0.2 ms and far inside
-    ``timeout``), the consumer runs the next item itself, in an idle worker's
+    When items prove quick (recent average below 0.2 ms) and ``timeout`` is
+    None or at least 1 s, the consumer runs the next item itself, in an idle worker's
     process, instead of handing it to a pool thread: trivial items then cost
     no thread hand-off. A slow item switches back to the pool at once; an
     item that ran on the consumer's thread cannot be interrupted, and if it
@@ -385,7 +386,7 @@ class AsyncStream(Iterator[Result]):
                 result = self._pop_ready()
                 if result is not None:
                     return result
-                if not self._exhausted and len(self._running) < self._max:
+                if not self._exhausted and len(self._running) + len(self._ready) < self._max:
                     self._dispatch()
                 elif self._running:
                     self._wait()
@@ -424,7 +425,7 @@ class AsyncStream(Iterator[Result]):
         deadline = float("inf") if self._timeout is None else now + self._timeout
         self._running[worker] = (index, item, deadline)
         inline = self._measured and self._avg < _INLINE_BELOW and (
-            self._timeout is None or self._avg * 20 < self._timeout
+            self._timeout is None or self._timeout >= core.INLINE_MIN_TIMEOUT
         )
         if inline and core.run_inline(worker, job):
             self._collect(0.0)  # the result is in our mailbox already (or the worker died)
@@ -451,7 +452,7 @@ class AsyncStream(Iterator[Result]):
     def _is_mine(self, msg: Any) -> bool:
         kind = type(msg)
         if kind is _Done:
-            return msg.stream is self  # type: ignore[no-any-return]
+            return msg.stream is self
         return kind is Down and self._refs.get(msg.pid) == msg.ref
 
     def _wait(self) -> None:

@@ -17,6 +17,7 @@ from ._api import (
     demonitor,
     exit,
     is_alive,
+    kill_quietly,
     link,
     monitor,
     parent,
@@ -25,6 +26,7 @@ from ._api import (
     receive,
     register,
     resolve,
+    run_inline,
     self,
     send,
     send_after,
@@ -37,14 +39,12 @@ from ._api import (
     spawn_task,
     trap_exits,
     unlink,
-    run_inline,
-    kill_quietly,
     unregister,
     wait_done,
     wait_reply,
     whereis,
 )
-from ._process import Call, ProcessExit, Reply, describe
+from ._process import INLINE_MIN_TIMEOUT, Call, ProcessExit, Reply, describe
 from ._runtime import Runtime
 from ._types import (
     KILL,
@@ -62,6 +62,7 @@ from ._types import (
 )
 
 __all__ = [
+    "INLINE_MIN_TIMEOUT",
     "KILL",
     "KILLED",
     "NOPROC",
@@ -90,6 +91,7 @@ __all__ = [
     "exit",
     "is_alive",
     "is_normal_exit",
+    "kill_quietly",
     "link",
     "monitor",
     "parent",
@@ -98,6 +100,7 @@ __all__ = [
     "receive",
     "register",
     "resolve",
+    "run_inline",
     "self",
     "send",
     "send_after",
@@ -110,8 +113,6 @@ __all__ = [
     "spawn_task",
     "trap_exits",
     "unlink",
-    "run_inline",
-    "kill_quietly",
     "unregister",
     "wait_done",
     "wait_reply",

@@ -34,6 +34,7 @@ __all__ = [
     "demonitor",
     "exit",
     "is_alive",
+    "kill_quietly",
     "link",
     "monitor",
     "parent",
@@ -42,6 +43,7 @@ __all__ = [
     "receive",
     "register",
     "resolve",
+    "run_inline",
     "self",
     "send",
     "send_after",
@@ -53,9 +55,7 @@ __all__ = [
     "spawn_task",
     "trap_exits",
     "unlink",
-    "kill_quietly",
     "unregister",
-    "run_inline",
     "wait_done",
     "wait_reply",
     "whereis",
@@ -152,7 +152,7 @@ def resolve(dest: object, rt: Runtime | None = None) -> Process | None:
 def _pid_arg(pid: object, what: str) -> Pid:
     if type(pid) is not Pid:
         raise TypeError(f"{what} takes an otpy.Pid; got {pid!r} of type {type(pid).__name__}")
-    return pid  # type: ignore[return-value]
+    return pid
 
 
 # -- spawning -------------------------------------------------------------------

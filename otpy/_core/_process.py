@@ -77,6 +77,16 @@ INTERRUPT_DELAY = 0.05
 MAX_INLINE_DEPTH = 24
 """Nested inline runs one thread may stack before calls go through the pool."""
 
+INLINE_MIN_TIMEOUT = 1.0
+"""A call with a shorter timeout never runs the handler on the caller's thread.
+
+Short timeouts are how callers ask for a prompt answer or an error; those
+calls always go through the mailbox, where the timeout is exact. A call with a
+longer timeout (the default is 5 s) to an idle server whose last handlers took
+at most 1/20 of it may run inline; if that handler overruns the timeout after
+all, the caller still gets ``Timeout``, when the handler returns.
+"""
+
 TIMEOUT_MAX = threading.TIMEOUT_MAX
 
 
@@ -237,7 +247,9 @@ class Process:
     # _lock guards alive, reason, name, trap, _links, _monitors, _monitoring,
     # _watchers, _wait, _ts (writes) and _async_sent.
     # Owned by whoever runs the process (holds _sched, or is its body thread):
-    # _saved, _init, inline_cost. _q is a SimpleQueue: safe from any thread.
+    # _saved, _init, inline_cost (the last measured seconds per handled message,
+    # which decides whether callers may run handlers inline). _q is a SimpleQueue:
+    # safe from any thread.
 
     def __init__(self, rt: Runtime, pid_id: int, *, reactive: bool, parent: Pid | None) -> None:
         self.rt = rt
@@ -342,6 +354,7 @@ class Process:
                 assert handler is not None, "this is a bug in otpy: reactive process without handler"
                 q = self._q
                 n = BUDGET
+                start = time.monotonic()
                 while n and self.alive:
                     saved = self._saved
                     if saved:
@@ -357,6 +370,8 @@ class Process:
                             continue
                     handler(msg)
                     n -= 1
+                if n < BUDGET:
+                    self.inline_cost = (time.monotonic() - start) / (BUDGET - n)
             finally:
                 self._leave(ts, prev)
         except ProcessExit as exc:
@@ -496,7 +511,7 @@ class Process:
         if wait is not None:
             wait.abandon()
         if ts is not None and ts.proc is self and not ts.waiting and not self.thread_owned:
-            self.rt.timers.schedule(INTERRUPT_DELAY, lambda: self.interrupt(ts))
+            self.rt.haunted_by(self, ts)
         self.rt.forget(self, name)
         if monitoring:
             for ref, target in monitoring.items():
@@ -640,7 +655,7 @@ class Process:
             links = [p.pid for p in self._links] if self._links else []
             monitors = [p.pid for p in self._monitoring.values()] if self._monitoring else []
             monitored_by = [p.pid for p in self._monitors.values()] if self._monitors else []
-            info = {
+            info: dict[str, Any] = {
                 "pid": self.pid,
                 "name": self.name,
                 "links": links,
@@ -673,14 +688,14 @@ def _thread_name(tid: int) -> str | None:
 # -- the operations a process performs on itself ------------------------------
 
 
-def blocking_wait(ts: ThreadState, wait: Callable[[], Any]) -> Any:
-    """Run ``wait()`` as an otpy wait: the pool may add a thread meanwhile."""
+def blocking_wait(ts: ThreadState, wait: Callable[..., Any], *args: Any) -> Any:
+    """Run ``wait(*args)`` as an otpy wait: the pool may add a thread meanwhile."""
     pool = ts.pool
     ts.waiting = True
     if pool is not None:
         pool.blocking()
     try:
-        return wait()
+        return wait(*args)
     finally:
         ts.waiting = False
         if pool is not None:
@@ -698,15 +713,17 @@ def raise_dead(proc: Process, ts: ThreadState) -> None:
     raise ProcessExit(reason)
 
 
-def receive(proc: Process, ts: ThreadState, timeout: float | None, match: Callable[[Any], bool] | None) -> Any:
+def receive(
+    proc: Process, ts: ThreadState, timeout: float | None, match: Callable[[Any], bool] | None
+) -> Any:
     saved = proc._saved
     if saved:
         if match is None:
             return saved.popleft()
-        for i, msg in enumerate(saved):
-            if match(msg):
+        for i, old in enumerate(saved):
+            if match(old):
                 del saved[i]
-                return msg
+                return old
     q = proc._q
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -726,7 +743,7 @@ def receive(proc: Process, ts: ThreadState, timeout: float | None, match: Callab
                 if remaining <= 0:
                     raise Timeout("receive()", timeout)
                 try:
-                    msg = blocking_wait(ts, lambda: q.get(True, min(remaining, TIMEOUT_MAX)))
+                    msg = blocking_wait(ts, q.get, True, min(remaining, TIMEOUT_MAX))
                 except Empty:
                     raise Timeout("receive()", timeout) from None
             if msg is _WAKE:
@@ -761,7 +778,7 @@ def wait_reply(
         if not proc.set_wait(reply):
             raise_dead(proc, ts)
         try:
-            got = blocking_wait(ts, lambda: reply.wait(timeout))
+            got = blocking_wait(ts, reply.wait, timeout)
         finally:
             proc.set_wait(None)
         if not got and reply.settle_timeout():
@@ -783,7 +800,7 @@ def wait_done(proc: Process, ts: ThreadState, reply: Reply, timeout: float | Non
         if not proc.set_wait(reply):
             raise_dead(proc, ts)
         try:
-            got = blocking_wait(ts, lambda: reply.peek(timeout))
+            got = blocking_wait(ts, reply.peek, timeout)
         finally:
             proc.set_wait(None)
         if not proc.alive:
@@ -801,7 +818,7 @@ def sleep(proc: Process, ts: ThreadState, seconds: float | None) -> None:
     if not proc.set_wait(reply):
         raise_dead(proc, ts)
     try:
-        blocking_wait(ts, lambda: reply.wait(seconds))
+        blocking_wait(ts, reply.wait, seconds)
     finally:
         proc.set_wait(None)
     if not proc.alive:
@@ -830,12 +847,19 @@ def call(
     if (
         target.reactive
         and ts.depth < MAX_INLINE_DEPTH
-        and (timeout is None or target.inline_cost * 20 <= timeout)
+        and (
+            timeout is None
+            or (timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout)
+        )
         and target.try_claim()
     ):
+        start = time.monotonic()
         target.run_inline(msg, ts)
         if msg.done:
-            return wait_reply(proc, ts, msg, None, what)
+            value = wait_reply(proc, ts, msg, None, what)
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise Timeout(_describe_wait(what), timeout)
+            return value
         if not target.watch(msg):
             msg.fail(target.reason)
             return wait_reply(proc, ts, msg, None, what)

@@ -17,7 +17,7 @@ from typing import Any
 from typing_extensions import Self
 
 from .._exceptions import AlreadyStartedError, NoProcError
-from ._process import Process
+from ._process import INTERRUPT_DELAY, Process
 from ._scheduler import Scheduler, ThreadState, default_max_threads, thread_state
 from ._timers import TimerWheel
 from ._types import KILL, SHUTDOWN, Pid, check_timeout
@@ -54,7 +54,7 @@ class Runtime:
 
     __module__ = "otpy"
 
-    # _lock guards _procs, _names, _next_id, _workers_alive, _closed, _closing;
+    # _lock guards _procs, _names, _next_id, _workers_alive, _zombies, _closed, _closing;
     # _cond (on _lock) is notified when the last non-thread process dies during shutdown.
 
     def __init__(self, max_threads: int | None = None) -> None:
@@ -74,6 +74,7 @@ class Runtime:
         self._workers_alive = 0  # processes in _procs that are not plain threads' own
         self._closing = False
         self._closed = False
+        self._zombies: dict[Process, ThreadState] = {}  # dead, but their code still runs
         self.scheduler = Scheduler(max_threads, f"otpy-{self.id}")
         self.timers = TimerWheel(f"otpy-{self.id}")
         self.root = Pid(self.id, 0)
@@ -153,6 +154,26 @@ class Runtime:
             if name is not None and self._names.get(name) is proc:
                 del self._names[name]
 
+    def haunted_by(self, proc: Process, ts: ThreadState) -> None:
+        """``proc`` died while its code runs on ``ts``'s thread: interrupt it soon.
+
+        The code gets ``INTERRUPT_DELAY`` seconds to reach its next otpy call
+        (which stops it cleanly); shutdown interrupts it at once.
+        """
+        with self._lock:
+            self._zombies[proc] = ts
+            closing = self._closing
+        if closing:
+            self._exorcise(proc)
+        else:
+            self.timers.schedule(INTERRUPT_DELAY, lambda: self._exorcise(proc))
+
+    def _exorcise(self, proc: Process) -> None:
+        with self._lock:
+            ts = self._zombies.pop(proc, None)
+        if ts is not None:
+            proc.interrupt(ts)
+
     def processes(self) -> list[Pid]:
         """Pids of every live process of this runtime, oldest first."""
         with self._lock:
@@ -230,10 +251,10 @@ class Runtime:
             left = list(self._procs.values())
         for proc in left:
             proc.exit_signal(self.root, KILL)
-        for proc in procs + left:
-            ts = proc._ts
-            if ts is not None and not proc.thread_owned:
-                proc.interrupt(ts)
+        with self._lock:
+            zombies = list(self._zombies)
+        for proc in zombies:
+            self._exorcise(proc)
         self.timers.close()
         self.scheduler.close(timeout=max(1.0, timeout or 1.0))
 
