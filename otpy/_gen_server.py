@@ -43,13 +43,18 @@ server with that exception as the exit reason, logged with its traceback on
 the ``otpy.gen_server`` logger unless the reason is ``"normal"``,
 ``"shutdown"`` or ``("shutdown", term)``.
 
-Which thread runs a callback: a pool thread, or, for a ``call`` to an idle
-server whose recent callbacks were quick, the caller's own thread (the server
-still sees itself as ``otpy.self()``). So a handler must not rely on
-thread-locals, and a caller's ``timeout`` cannot interrupt a handler that is
-already running on the caller's thread; it is enforced when the handler went
-through the mailbox. A server whose callbacks take longer than 1/20 of the
-caller's timeout is always called through its mailbox.
+Which thread runs a callback: a pool thread, or, for a ``call`` with a
+timeout of at least 1 s (the default is 5 s) to an idle server whose recent
+callbacks were quick, the caller's own thread: no thread hand-off, a round
+trip of a few microseconds. The server still sees itself as ``otpy.self()``,
+but a handler must not rely on thread-locals. The cost: a handler running on
+the caller's thread cannot be interrupted by the caller's timeout; if it
+overruns after all, the caller gets ``otpy.Timeout`` when it returns. Calls
+with a timeout below 1 s always go through the mailbox, where the timeout is
+exact; so do calls to a server whose last callbacks were slow (more than
+1/20 of the timeout) or blocked in an otpy wait. Set the class attribute
+``inline_calls = False`` for a server whose every call must go through its
+mailbox (for example, one whose handlers may block on I/O).
 
 State lives on the instance. Don't define ``__init__`` with parameters: the
 runtime makes the instance with ``cls()`` and passes the start arguments to
@@ -59,7 +64,7 @@ runtime makes the instance with ``cls()`` and passes the start arguments to
 from __future__ import annotations
 
 import logging
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -164,6 +169,9 @@ class GenServer:
 
     __module__ = "otpy"
 
+    inline_calls: ClassVar[bool] = True
+    """Whether callers may run this server's handlers on their own thread (see above)."""
+
     # Attributes the runtime keeps on the instance (prefixed to stay out of the user's way):
     # _otpy_parent: the pid that started the server; _otpy_name: its name, for crash reports.
     _otpy_parent: Pid | None
@@ -202,6 +210,7 @@ class GenServer:
             link=link,
             name=name,
             label=f"GenServer {core.describe(cls)}",
+            inline=cls.inline_calls,
         )
 
     @classmethod
@@ -224,7 +233,9 @@ class GenServer:
             changes["restart"] = restart
         if shutdown is not attrs.NOTHING:
             changes["shutdown"] = shutdown
-        return ChildSpec(id=cls if id is None else id, start=(cls.start_link, args, kwargs), **changes)
+        return ChildSpec(
+            id=cls if id is None else id, start=(cls.start_link, args, kwargs), **changes
+        )
 
     # -- the client API ----------------------------------------------------------
 
@@ -410,4 +421,3 @@ def _describe_message(msg: Any) -> str:
     if kind is _ContinueMsg:
         return f"handle_continue({msg.arg!r})"
     return f"handle_info({msg!r})"
-

@@ -241,8 +241,6 @@ class Task:
         )
 
 
-
-
 # -- async_stream ------------------------------------------------------------------
 
 _INLINE_BELOW = 0.0002
@@ -308,12 +306,14 @@ class AsyncStream(Iterator[Result]):
     ``max_concurrency`` items are running or finished but not yet emitted
     (with ``ordered=True``, results wait for the slower items before them).
 
-    When items prove quick (recent average below 0.2 ms) and ``timeout`` is
-    None or at least 1 s, the consumer runs the next item itself, in an idle worker's
-    process, instead of handing it to a pool thread: trivial items then cost
-    no thread hand-off. A slow item switches back to the pool at once; an
-    item that ran on the consumer's thread cannot be interrupted, and if it
-    overran ``timeout`` it counts as timed out when it returns.
+    When items prove quick (each recent one below 0.2 ms) and ``timeout`` is
+    None or at least 1 s, the consumer runs the next item itself, in an idle
+    worker's process, instead of handing it to a pool thread: trivial items
+    then cost no thread hand-off. The cost of such an item: it cannot be
+    interrupted, so if it overruns ``timeout`` after all, that is seen when it
+    returns (it counts as timed out then). One slow item switches the stream
+    back to the pool, where timeouts are exact; so are they for every stream
+    whose ``timeout`` is below 1 s.
 
     Closing the iterator (or dropping it) stops the workers.
     """
@@ -340,7 +340,9 @@ class AsyncStream(Iterator[Result]):
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
             raise TypeError(f"max_concurrency must be an int >= 1 or None; got {max_concurrency!r}")
         if max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be an int >= 1 or None; got {max_concurrency!r}")
+            raise ValueError(
+                f"max_concurrency must be an int >= 1 or None; got {max_concurrency!r}"
+            )
         if on_timeout not in ("exit", "kill_task"):
             raise ValueError(f"on_timeout must be 'exit' or 'kill_task'; got {on_timeout!r}")
         if not isinstance(ordered, bool):
@@ -363,7 +365,7 @@ class AsyncStream(Iterator[Result]):
         self._next_out = 0  # next index to emit when ordered
         self._exhausted = False
         self._closed = False
-        self._avg = 1.0  # seconds per item: a moving average once items are measured
+        self._cost = 1.0  # seconds per item, decaying (see _collect), once measured
         self._measured = False
         self._match = self._is_mine
 
@@ -424,8 +426,10 @@ class AsyncStream(Iterator[Result]):
         now = time.monotonic()
         deadline = float("inf") if self._timeout is None else now + self._timeout
         self._running[worker] = (index, item, deadline)
-        inline = self._measured and self._avg < _INLINE_BELOW and (
-            self._timeout is None or self._timeout >= core.INLINE_MIN_TIMEOUT
+        inline = (
+            self._measured
+            and self._cost < _INLINE_BELOW
+            and (self._timeout is None or self._timeout >= core.INLINE_MIN_TIMEOUT)
         )
         if inline and core.run_inline(worker, job):
             self._collect(0.0)  # the result is in our mailbox already (or the worker died)
@@ -477,7 +481,8 @@ class AsyncStream(Iterator[Result]):
                 return  # the worker was stopped (timed out) as it finished
             index, item, deadline = running
             self._idle.append(msg.worker)
-            self._avg = 0.7 * self._avg + 0.3 * msg.elapsed if self._measured else msg.elapsed
+            # Decaying cost: one slow item raises it at once, each quick one halves it.
+            self._cost = max(msg.elapsed, self._cost * 0.5) if self._measured else msg.elapsed
             self._measured = True
             if time.monotonic() > deadline:
                 self._timed_out(msg.worker, index, item, kill=False)

@@ -11,7 +11,9 @@ import pytest
 import otpy
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.002) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 5.0, interval: float = 0.002
+) -> None:
     """Poll ``predicate`` until it is true; fail the test after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():

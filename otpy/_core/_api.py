@@ -225,10 +225,12 @@ def spawn_reactive(
     link: bool = False,
     name: object = None,
     label: str = "",
+    inline: bool = True,
 ) -> Pid | None:
     """Start a reactive process and wait until its ``init`` has run.
 
-    ``handler(msg)`` runs once per message. ``init()`` runs first, inside the
+    ``handler(msg)`` runs once per message; with ``inline=False`` always on a
+    pool thread, never on a caller's thread. ``init()`` runs first, inside the
     new process (on the caller's thread when it can, else on the pool). If
     ``init`` raises :class:`StartIgnored` the result is ``None``; if it raises
     anything else, the process exits with that reason, the caller is not hit
@@ -240,8 +242,11 @@ def spawn_reactive(
     """
     me, ts = current()
     rt = me.rt
-    proc = rt.new_process(reactive=True, parent=me.pid, label=label)
+    # As in OTP, a process started without a link is its own parent.
+    proc = rt.new_process(reactive=True, parent=me.pid if link else None, label=label)
     proc._handler = handler
+    if not inline:
+        proc.inline_cost = float("inf")  # callers never run its handler on their thread
     ack = Reply()
 
     def start() -> None:
@@ -270,7 +275,8 @@ def spawn_reactive(
             raise
     if link:
         proc.add_link(me)
-    proc.watch(ack)
+    if not proc.watch(ack):
+        ack.fail(proc.reason)
     if ts.depth < MAX_INLINE_DEPTH:
         proc.start_inline(ts)
     else:
@@ -278,7 +284,9 @@ def spawn_reactive(
     try:
         return _process.wait_reply(me, ts, ack, None, f"start of {label or 'a process'}")  # type: ignore[no-any-return]
     except ExitError as exc:
-        raise StartError(exc.reason) from (exc.reason if isinstance(exc.reason, BaseException) else None)
+        raise StartError(exc.reason) from (
+            exc.reason if isinstance(exc.reason, BaseException) else None
+        )
 
 
 def _register(name: object, proc: Process) -> None:
@@ -339,9 +347,7 @@ def receive(timeout: float | None = None, match: Callable[[Any], bool] | None = 
     return _process.receive(me, ts, timeout, match)
 
 
-def call(
-    dest: object, request: Any, timeout: float | None, what: str | Callable[[], str]
-) -> Any:
+def call(dest: object, request: Any, timeout: float | None, what: str | Callable[[], str]) -> Any:
     """A synchronous request to a process; see ``GenServer.call``.
 
     ``what`` names the operation in error messages (a callable is called only
@@ -403,9 +409,14 @@ def defer_front(message: Any) -> None:
     me._saved.appendleft(message)
 
 
-def parent() -> Pid | None:
-    """The pid of the process that started the caller (None for a plain thread's process)."""
-    return current()[0].parent
+def parent() -> Pid:
+    """The caller's parent: who started it linked, else the runtime's root pid.
+
+    The runtime root is the sender of the ``"shutdown"`` signal that
+    ``Runtime.shutdown`` sends to processes without a parent.
+    """
+    me, _ = current()
+    return me.parent or me.rt.root
 
 
 def sleep(seconds: float | None) -> None:

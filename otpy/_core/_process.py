@@ -247,9 +247,10 @@ class Process:
     # _lock guards alive, reason, name, trap, _links, _monitors, _monitoring,
     # _watchers, _wait, _ts (writes) and _async_sent.
     # Owned by whoever runs the process (holds _sched, or is its body thread):
-    # _saved, _init, inline_cost (the last measured seconds per handled message,
-    # which decides whether callers may run handlers inline). _q is a SimpleQueue:
-    # safe from any thread.
+    # _saved, _init, inline_cost (seconds per handled message, decaying: a slow
+    # message raises it at once, each quick one halves it; callers may run the
+    # handler inline only while it is far below their timeout). _q is a
+    # SimpleQueue: safe from any thread.
 
     def __init__(self, rt: Runtime, pid_id: int, *, reactive: bool, parent: Pid | None) -> None:
         self.rt = rt
@@ -351,7 +352,9 @@ class Process:
                     self._init = None
                     init()
                 handler = self._handler
-                assert handler is not None, "this is a bug in otpy: reactive process without handler"
+                assert handler is not None, (
+                    "this is a bug in otpy: reactive process without handler"
+                )
                 q = self._q
                 n = BUDGET
                 start = time.monotonic()
@@ -371,7 +374,9 @@ class Process:
                     handler(msg)
                     n -= 1
                 if n < BUDGET:
-                    self.inline_cost = (time.monotonic() - start) / (BUDGET - n)
+                    self.inline_cost = max(
+                        (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
+                    )
             finally:
                 self._leave(ts, prev)
         except ProcessExit as exc:
@@ -413,7 +418,7 @@ class Process:
                 handler(msg)
             finally:
                 ts.depth -= 1
-                self.inline_cost = time.monotonic() - start
+                self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
                 self._leave(ts, prev)
         except ProcessExit as exc:
             self._leave(ts, prev)
@@ -639,6 +644,15 @@ class Process:
             self._wait = reply
             return True
 
+    def stopped_by_parent(self) -> bool:
+        """Whether a live parent process (not a plain thread) is linked to this one."""
+        parent = self.parent
+        pp = parent._proc if parent is not None else None
+        if pp is None or pp.thread_owned or not pp.alive:
+            return False
+        with self._lock:
+            return self._links is not None and pp in self._links
+
     def set_trap(self, flag: bool) -> bool:
         with self._lock:
             old = self.trap
@@ -688,8 +702,19 @@ def _thread_name(tid: int) -> str | None:
 # -- the operations a process performs on itself ------------------------------
 
 
+BLOCKED_COST = 3600.0
+"""The inline cost of a process whose handler blocked in an otpy wait."""
+
+
 def blocking_wait(ts: ThreadState, wait: Callable[..., Any], *args: Any) -> Any:
-    """Run ``wait(*args)`` as an otpy wait: the pool may add a thread meanwhile."""
+    """Run ``wait(*args)`` as an otpy wait: the pool may add a thread meanwhile.
+
+    A reactive process that blocks in a handler is not run inline by callers
+    for a while (its cost is set high and halves with each quick message).
+    """
+    proc = ts.proc
+    if proc is not None:
+        proc.inline_cost = BLOCKED_COST  # type: ignore[attr-defined]
     pool = ts.pool
     ts.waiting = True
     if pool is not None:
@@ -841,7 +866,8 @@ def call(
     """
     if target is proc:
         raise ExitError(
-            "calling_self", f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)"
+            "calling_self",
+            f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
         )
     msg = Call(request, proc.pid)
     if (
@@ -855,11 +881,14 @@ def call(
     ):
         start = time.monotonic()
         target.run_inline(msg, ts)
+        if timeout is not None and time.monotonic() - start > timeout:
+            # The handler overran on our thread: the caller's timeout had passed first.
+            if not proc.alive:
+                raise_dead(proc, ts)
+            msg.settle_timeout()
+            raise Timeout(_describe_wait(what), timeout)
         if msg.done:
-            value = wait_reply(proc, ts, msg, None, what)
-            if timeout is not None and time.monotonic() - start > timeout:
-                raise Timeout(_describe_wait(what), timeout)
-            return value
+            return wait_reply(proc, ts, msg, None, what)
         if not target.watch(msg):
             msg.fail(target.reason)
             return wait_reply(proc, ts, msg, None, what)
@@ -871,4 +900,3 @@ def call(
         return wait_reply(proc, ts, msg, timeout, what)
     finally:
         target.unwatch(msg)
-

@@ -223,9 +223,11 @@ class Runtime:
     def shutdown(self, timeout: float | None = 5.0) -> None:
         """Stop every process, then the threads.
 
-        Each process without a live parent (top-level processes, plain threads'
+        Each process that is not linked to a live parent process (top-level
+        processes, processes started by plain threads, the plain threads' own
         processes) gets a ``"shutdown"`` exit signal from its parent, as a
-        supervisor's child would; supervisors stop their children in order.
+        supervisor's child would; the others are stopped by their parents
+        (supervisors stop their children in order).
         Whatever is still alive after ``timeout`` seconds is killed. Calling it
         twice is harmless.
         """
@@ -236,10 +238,8 @@ class Runtime:
             self._closing = True
             procs = list(self._procs.values())
         for proc in procs:
-            parent = proc.parent
-            parent_proc = parent._proc if parent is not None else None
-            if parent_proc is None or not parent_proc.alive or parent_proc.thread_owned:
-                proc.exit_signal(parent or self.root, SHUTDOWN)
+            if not proc.stopped_by_parent():
+                proc.exit_signal(proc.parent or self.root, SHUTDOWN)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while self._workers_alive:

@@ -66,6 +66,25 @@ class ThreadState:
         self.thread_procs: dict[object, object] = {}
 
 
+class _ThreadEnd:
+    """Held only by the thread-local storage: freed when its thread ends.
+
+    Then the processes the thread had as a plain thread end too, with reason
+    ``"normal"``, as a process whose function returned.
+    """
+
+    __slots__ = ("ts",)
+
+    def __init__(self, ts: ThreadState) -> None:
+        self.ts = ts
+
+    def __del__(self) -> None:
+        procs = list(self.ts.thread_procs.values())
+        self.ts.thread_procs.clear()
+        for proc in procs:
+            proc.die("normal")  # type: ignore[attr-defined]
+
+
 _tls = threading.local()
 
 
@@ -75,6 +94,7 @@ def thread_state() -> ThreadState:
         return _tls.ts  # type: ignore[no-any-return]
     except AttributeError:
         ts = _tls.ts = ThreadState()
+        _tls.end = _ThreadEnd(ts)
         return ts
 
 
@@ -98,7 +118,8 @@ _STOP = _Stop()
 class Scheduler:
     # _lock guards _total, _idle, _blocked, _pending, _workers and _closed.
     # _pending counts queued items no worker has taken yet; _idle counts workers
-    # waiting on the run queue; running = _total - _idle - _blocked.
+    # waiting on the run queue; _blocked counts workers in an otpy wait. A new
+    # worker starts while _pending > _idle and _total - _blocked < max_threads.
 
     def __init__(self, max_threads: int, name: str) -> None:
         self.max_threads = max_threads
@@ -129,20 +150,26 @@ class Scheduler:
         # Called with _lock held; reserves the new thread's place when it says yes.
         if self._closed or self._pending <= self._idle:
             return False
-        running = self._total - self._idle - self._blocked
-        if running >= self.max_threads or self._total >= self.hard_cap:
+        # Idle workers will take the pending items, so only blocked ones make room.
+        if self._total - self._blocked >= self.max_threads or self._total >= self.hard_cap:
             return False
         self._total += 1
         return True
 
     def _start_worker(self) -> None:
+        # Under the lock, so that close() sees every worker it must stop and join
+        # only started threads. (start() does not wait for anything the new thread
+        # does under this lock.)
         with self._lock:
+            if self._closed:
+                self._total -= 1  # give back the place _should_grow reserved
+                return
             self._serial += 1
-            name = f"{self._name}-worker-{self._serial}"
-        thread = threading.Thread(target=self._work, name=name, daemon=True)
-        with self._lock:
+            thread = threading.Thread(
+                target=self._work, name=f"{self._name}-worker-{self._serial}", daemon=True
+            )
             self._workers.add(thread)
-        thread.start()
+            thread.start()
 
     # -- blocking compensation ---------------------------------------------
 
@@ -185,11 +212,14 @@ class Scheduler:
                 if item is _STOP:
                     with lock:
                         self._total -= 1
+                        self._workers.discard(threading.current_thread())
                     return
                 try:
                     item.run()
                 except BaseException:
-                    _log.critical("this is a bug in otpy: %r escaped its run()", item, exc_info=True)
+                    _log.critical(
+                        "this is a bug in otpy: %r escaped its run()", item, exc_info=True
+                    )
         finally:
             ts.pool = None
 

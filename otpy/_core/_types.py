@@ -51,7 +51,9 @@ class Pid:
 
     runtime_id: int
     id: int
-    _proc: Process | None = attrs.field(default=None, eq=False, order=False, hash=False, alias="proc")
+    _proc: Process | None = attrs.field(
+        default=None, eq=False, order=False, hash=False, alias="proc"
+    )
 
     def __repr__(self) -> str:
         return f"<{self.runtime_id}.{self.id}.0>"

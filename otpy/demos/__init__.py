@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol, cast
 
-__all__ = ["DEMOS", "list_demos", "main", "run"]
+__all__ = ["DEMOS", "UnknownDemoError", "list_demos", "main", "run"]
 
 DEMOS: dict[str, tuple[str, str]] = {
     "ping_pong": (
@@ -40,6 +40,17 @@ DEMOS: dict[str, tuple[str, str]] = {
     ),
 }
 """The demos by name: ``name -> (module under otpy.demos, one-line description)``."""
+
+
+class UnknownDemoError(KeyError, ValueError):
+    """There is no demo by that name: both a failed lookup and a bad argument."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"there is no demo named {self.name!r}; choose one of: {', '.join(DEMOS)}"
 
 
 class _Demo(Protocol):
@@ -62,14 +73,13 @@ def run(name: str, argv: Sequence[str] = ()) -> int:
         The demo's exit status (0 on success).
 
     Raises:
-        ValueError: ``name`` is not a known demo; the message lists the known ones.
+        UnknownDemoError: ``name`` is not a known demo; the message lists the known ones. It is
+            a ``KeyError`` and a ``ValueError``, so either ``except`` catches it.
     """
     try:
         module_name, _ = DEMOS[name]
     except KeyError:
-        raise ValueError(
-            f"there is no demo named {name!r}; choose one of: {', '.join(DEMOS)}"
-        ) from None
+        raise UnknownDemoError(name) from None
     module = cast(_Demo, importlib.import_module(f"{__name__}.{module_name}"))
     return module.main(list(argv))
 

@@ -62,9 +62,9 @@ def ping(partner: otpy.Pid, rounds: int) -> None:
         otpy.send(partner, ("ping", n, me))
         reply = otpy.receive(timeout=RECEIVE_TIMEOUT, match=pong_number(n))
         print(f"  ping: got {reply!r}")
-    # Every receive above skipped main's note; it has been waiting in the mailbox since.
+    # The receives above take only pongs: main's note, which came in meanwhile, is still queued.
     leftover = otpy.receive(timeout=RECEIVE_TIMEOUT)
-    print(f"  ping: {rounds} rounds done; left in my mailbox: {leftover!r}")
+    print(f"  ping: last round played; left in my mailbox: {leftover!r}")
     otpy.send(partner, "stop")
 
 
@@ -93,7 +93,8 @@ def main(argv: list[str]) -> int:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
     with otpy.Runtime():
-        print(f"main: spawning pong and ping for {args.rounds} rounds, monitoring both")
+        rounds = f"{args.rounds} round{'' if args.rounds == 1 else 's'}"
+        print(f"main: spawning pong and ping for {rounds}, monitoring both")
         pong_pid, pong_ref = otpy.spawn_monitor(pong)
         ping_pid, ping_ref = otpy.spawn_monitor(ping, pong_pid, args.rounds)
         otpy.send(ping_pid, ("note", "from main: good game!"))

@@ -67,8 +67,12 @@ class Site:
 def plan_sites(seed: int) -> list[Site]:
     """Draw which URLs are up, down or hanging, and their latencies, from ``seed``."""
     rng = random.Random(seed)
-    kinds: list[Kind] = ["hang"] * HANG_COUNT + ["down"] * DOWN_COUNT
-    kinds += ["up"] * (URL_COUNT - len(kinds))
+    how_many: dict[Kind, int] = {
+        "hang": HANG_COUNT,
+        "down": DOWN_COUNT,
+        "up": URL_COUNT - HANG_COUNT - DOWN_COUNT,
+    }
+    kinds = [kind for kind, count in how_many.items() for _ in range(count)]
     rng.shuffle(kinds)
     sites = []
     for number, kind in enumerate(kinds, start=1):

@@ -1,0 +1,44 @@
+"""otpy's benchmark: otpy side by side with plain threads and Pykka, in one run.
+
+Run it from the repository root::
+
+    pip install -e '.[bench]'          # Pykka, the main Python peer
+    python -m bench                    # full run: 3 interleaved rounds, medians
+    python -m bench --quick            # smoke test: small sizes, one round
+    python -m bench --only W1,W3 --rounds 5
+    python -m bench --markdown         # a table to paste into README.md
+
+Workloads (DESIGN.md, "Performance"):
+
+======  ================================================================  ============
+id      workload                                                          unit
+======  ================================================================  ============
+W1      20,000 synchronous calls to one server (reply = request + 1)      µs per call
+W2      200,000 casts to one server, then one call to confirm the count    messages/s
+W3      8 plain threads x 25,000 casts to one server, then a call         messages/s
+W4      start 1,000 / 10,000 / 100,000 servers, call each once, stop all  s, KB/process
+W5      ring of 1,000 processes, token passed 100 times round             µs per hop
+W7      ``Task.async_stream`` over 100,000 items vs ThreadPoolExecutor    items/s
+======  ================================================================  ============
+
+Contenders:
+
+- ``otpy``: a ``GenServer`` subclass (``call``/``cast``/``stop``), ``Task.async_stream``;
+  every workload runs in its own ``with otpy.Runtime():`` block.
+- ``threads``: one plain ``threading.Thread`` per server, serving a
+  ``queue.SimpleQueue`` (the cost floor of a thread hand-off in CPython); W7 is
+  ``concurrent.futures.ThreadPoolExecutor().map``.
+- ``pykka``: a ``pykka.ThreadingActor`` driven with ``ask``/``tell``.
+
+The same server logic (``bench._workloads.Counter`` and ``RingNode``) runs in
+all three; a contender only supplies the hosting (start, call, cast, stop).
+
+Rounds are interleaved (every contender runs every workload in each round, the
+contender order rotating from round to round) and each cell shows the median
+over rounds. Memory per process is the RSS delta (``/proc/self/statm``) in a
+fresh interpreter while all N processes are alive, measured once.
+
+A measurement still running after the watchdog (``--watchdog``, 300 s) counts
+as hung: every thread's stack goes to stderr, the results so far are printed,
+and the run exits with status 3.
+"""

@@ -1,0 +1,178 @@
+"""``python -m bench``: run the benchmark and print the table (see ``bench/__init__.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import sysconfig
+from collections.abc import Callable, Sequence
+from time import perf_counter
+
+from . import _report
+from ._contender import NAMES, Contender, Unavailable, load
+from ._memory import METHOD
+from ._runner import Results, run_rounds
+from ._workloads import FULL, QUICK, Case, Target, build_cases, build_targets
+
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W7")
+
+
+def _workload_list(text: str) -> list[str]:
+    chosen = [part.strip().upper() for part in text.split(",") if part.strip()]
+    unknown = [w for w in chosen if w not in WORKLOADS]
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(
+            f"--only takes a comma-separated list of {', '.join(WORKLOADS)}; got {text!r}"
+        )
+    return chosen
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark otpy against plain threads and Pykka, side by side in one run.",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive(int),
+        default=None,
+        help="interleaved rounds; each cell shows the median (default: 3, 1 with --quick)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes and one round: a smoke test, not a measurement",
+    )
+    parser.add_argument(
+        "--only",
+        type=_workload_list,
+        default=list(WORKLOADS),
+        metavar="W1,W3",
+        help="run only these workloads",
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print a Markdown table (for README.md) instead of aligned text",
+    )
+    parser.add_argument(
+        "--watchdog",
+        type=_positive(float),
+        default=300.0,
+        metavar="SECONDS",
+        help="a measurement running longer counts as hung: print every stack and the results "
+        "so far, then exit with status 3 (default: 300)",
+    )
+    return parser.parse_args(argv)
+
+
+def _load_contenders() -> tuple[list[Contender], dict[str, str]]:
+    contenders: list[Contender] = []
+    unavailable: dict[str, str] = {}
+    for name in NAMES:
+        try:
+            contenders.append(load(name))
+        except Unavailable as exc:
+            unavailable[name] = str(exc)
+            print(f"note: {exc}", file=sys.stderr)
+    return contenders, unavailable
+
+
+def _environment(contenders: Sequence[Contender]) -> str:
+    implementation = platform.python_implementation()
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        implementation += ", free-threaded"
+    versions = ", ".join(f"{c.name} {c.version}" for c in contenders)
+    return (
+        f"Python {platform.python_version()} ({implementation}) on {platform.system()} "
+        f"{platform.machine()}, {os.cpu_count()} CPUs; {versions}"
+    )
+
+
+def _notes(
+    args: argparse.Namespace,
+    rounds: int,
+    results: Results,
+    unavailable: dict[str, str],
+    summary: str,
+    elapsed: float,
+) -> list[str]:
+    notes = [
+        "otpy: a GenServer subclass (call/cast/stop), each workload in its own "
+        "`with otpy.Runtime():`; W7 is `otpy.Task.async_stream(range(n), fn)` with fn(x) = x + 1 (ordered, default max_concurrency).",
+        "threads: one plain threading.Thread per server serving a queue.SimpleQueue; "
+        "its W7 is `concurrent.futures.ThreadPoolExecutor().map`.",
+        "pykka: one pykka.ThreadingActor per server, ask/tell.",
+        "Ratios are otpy ÷ the other contender in the row's unit; "
+        "the unit's arrow says which way is better.",
+        f"Cells are medians of {rounds} interleaved round(s); W3 also shows min-max over rounds.",
+        f"Memory (KB/process): {METHOD}.",
+    ]
+    if args.quick:
+        notes.append("--quick: small sizes; the verdicts are only indicative.")
+    notes += [f"{name}: {reason}" for name, reason in unavailable.items()]
+    notes += [f"error in {key} / {name}: {error}" for (key, name), error in results.errors.items()]
+    notes.append(f"{summary}; run took {elapsed:.0f}s.")
+    return notes
+
+
+def _print_report(
+    args: argparse.Namespace,
+    rounds: int,
+    cases: Sequence[Case],
+    targets: Sequence[Target],
+    contenders: Sequence[Contender],
+    unavailable: dict[str, str],
+    results: Results,
+    elapsed: float,
+) -> None:
+    body = _report.rows(cases, targets, results, unavailable)
+    summary = _report.summary(targets, results)
+    notes = _notes(args, rounds, results, unavailable, summary, elapsed)
+    if args.markdown:
+        print(f"{_environment(contenders)}\n")
+        print(_report.render_markdown(body))
+        print()
+        print("\n".join(f"- {note}" for note in notes))
+    else:
+        print(_environment(contenders))
+        print(_report.render_text(body))
+        print("\n".join(f"* {note}" for note in notes))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; return 1 if any measurement failed, else 0."""
+    args = parse_args(argv)
+    rounds: int = args.rounds or (1 if args.quick else 3)
+    sizes = QUICK if args.quick else FULL
+    cases = [case for case in build_cases(sizes) if case.workload in args.only]
+    shown = {case.key for case in cases}
+    targets = [target for target in build_targets(sizes) if target.row in shown]
+
+    started = perf_counter()
+    contenders, unavailable = _load_contenders()
+
+    def report(results: Results) -> None:
+        elapsed = perf_counter() - started
+        _print_report(args, rounds, cases, targets, contenders, unavailable, results, elapsed)
+
+    results = run_rounds(cases, contenders, rounds, args.watchdog, on_hang=report)
+    report(results)
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

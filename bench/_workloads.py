@@ -1,0 +1,442 @@
+"""The workloads W1-W5 and W7, written once against the ``Contender`` protocol.
+
+Each runner opens the contender's session, sets up outside the timed region,
+times only the workload itself, checks the result (a benchmark that loses
+messages must fail, not look fast), and stops what it started.
+
+``build_cases`` turns the runners into the report's rows and ``build_targets``
+states the issue's targets for them.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import perf_counter
+from typing import Any, Literal
+
+from ._contender import Contender
+from ._memory import kb_per_process
+
+COUNT = "count"
+"""The call that asks a ``Counter`` how many casts it has handled."""
+
+TICK = "tick"
+"""The cast a ``Counter`` counts."""
+
+CONFIRM_TIMEOUT = 120.0
+"""How long a confirming call or the ring's last hop may take (the server works through a backlog)."""
+
+
+class WrongResult(Exception):
+    """A contender answered wrongly: lost a message, replied with the wrong value."""
+
+
+# --- the server logic every contender runs ---------------------------------------------
+
+
+class Counter:
+    """W1-W4: replies ``request + 1`` to a call, counts casts, tells the count on ``COUNT``."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_call(self, request: Any) -> Any:
+        if request is COUNT:
+            return self.count
+        return request + 1
+
+    def on_cast(self, message: Any) -> None:
+        self.count += 1
+
+
+def _no_next(token: int) -> None:
+    raise RuntimeError(
+        "a ring node got the token before its next node was set; this is a bug in bench"
+    )
+
+
+class RingNode:
+    """W5: casts the token, decremented, to the next node; sets ``done`` when it reaches 0."""
+
+    __slots__ = ("done", "forward")
+
+    def __init__(self, done: threading.Event) -> None:
+        self.done = done
+        self.forward: Callable[[int], None] = _no_next
+
+    def on_call(self, request: Any) -> None:
+        raise WrongResult(f"a ring node takes no calls; got {request!r}")
+
+    def on_cast(self, token: int) -> None:
+        if token:
+            self.forward(token - 1)
+        else:
+            self.done.set()
+
+
+# --- the runners ----------------------------------------------------------------------
+
+
+def _confirm_count(contender: Contender, server: Any, expected: int) -> None:
+    count = contender.call(server, COUNT, timeout=CONFIRM_TIMEOUT)
+    if count != expected:
+        raise WrongResult(
+            f"{contender.name}: the server counted {count} casts, expected {expected}"
+        )
+
+
+def calls(contender: Contender, n: int) -> float:
+    """W1: ``n`` synchronous calls to one server; µs per call."""
+    with contender.session():
+        server = contender.start(Counter())
+        call = contender.call
+        start = perf_counter()
+        for i in range(n):
+            if call(server, i) != i + 1:
+                raise WrongResult(f"{contender.name}: call({i}) did not reply {i + 1}")
+        elapsed = perf_counter() - start
+        contender.stop(server)
+    return elapsed / n * 1e6
+
+
+def casts(contender: Contender, n: int) -> float:
+    """W2: ``n`` casts to one server, then a call that confirms the count; messages/s."""
+    with contender.session():
+        server = contender.start(Counter())
+        cast = contender.cast
+        start = perf_counter()
+        for _ in range(n):
+            cast(server, TICK)
+        _confirm_count(contender, server, n)
+        elapsed = perf_counter() - start
+        contender.stop(server)
+    return n / elapsed
+
+
+def concurrent_casts(contender: Contender, threads: int, per_thread: int) -> float:
+    """W3: ``threads`` plain threads each cast ``per_thread`` times to one server; messages/s.
+
+    The clock starts when every producer thread is ready (a barrier) and stops
+    when a call confirms that the server has counted every cast.
+    """
+    with contender.session():
+        server = contender.start(Counter())
+        cast = contender.cast
+        ready = threading.Barrier(threads + 1, timeout=CONFIRM_TIMEOUT)
+        errors: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                ready.wait()
+                for _ in range(per_thread):
+                    cast(server, TICK)
+            except BaseException as exc:  # reported by the main thread below
+                errors.append(exc)
+
+        producers = [
+            threading.Thread(target=produce, name=f"bench-producer-{i}") for i in range(threads)
+        ]
+        for producer in producers:
+            producer.start()
+        ready.wait()
+        start = perf_counter()
+        for producer in producers:
+            producer.join()
+        if errors:
+            raise errors[0]
+        _confirm_count(contender, server, threads * per_thread)
+        elapsed = perf_counter() - start
+        contender.stop(server)
+    return threads * per_thread / elapsed
+
+
+Probe = Callable[[Literal["baseline", "all alive"]], None]
+"""Called by ``spawn_call_stop`` before the servers start and once all of them are alive."""
+
+
+def _no_probe(moment: Literal["baseline", "all alive"]) -> None:
+    pass
+
+
+def spawn_call_stop(contender: Contender, n: int, probe: Probe = _no_probe) -> float:
+    """W4: start ``n`` servers, call each once, stop all; seconds.
+
+    One server is started, called and stopped first, untimed, so that lazy
+    set-up (a pool thread, an import) is not charged to the workload.
+    ``probe`` lets ``bench._memory`` read the RSS while all ``n`` are alive.
+    """
+    with contender.session():
+        warm_up = contender.start(Counter())
+        contender.call(warm_up, 0)
+        contender.stop(warm_up)
+        probe("baseline")
+        start = perf_counter()
+        servers = [contender.start(Counter()) for _ in range(n)]
+        probe("all alive")
+        call = contender.call
+        for i, server in enumerate(servers):
+            if call(server, i) != i + 1:
+                raise WrongResult(f"{contender.name}: server {i} did not reply {i + 1}")
+        for server in servers:
+            contender.stop(server)
+        elapsed = perf_counter() - start
+    return elapsed
+
+
+def ring(contender: Contender, size: int, laps: int) -> float:
+    """W5: a ring of ``size`` servers passes a token ``laps`` times round; µs per hop."""
+    with contender.session():
+        done = threading.Event()
+        nodes = [RingNode(done) for _ in range(size)]
+        servers = [contender.start(node) for node in nodes]
+        for node, next_server in zip(nodes, servers[1:] + servers[:1], strict=True):
+            node.forward = functools.partial(contender.cast, next_server)
+        hops = size * laps
+        start = perf_counter()
+        contender.cast(servers[0], hops)
+        if not done.wait(CONFIRM_TIMEOUT):
+            raise WrongResult(
+                f"{contender.name}: the token did not finish {hops} hops in {CONFIRM_TIMEOUT}s"
+            )
+        elapsed = perf_counter() - start
+        for server in servers:
+            contender.stop(server)
+    return elapsed / hops * 1e6
+
+
+def _increment(x: int) -> int:
+    return x + 1
+
+
+def pool_map(contender: Contender, n: int) -> float:
+    """W7: map ``x + 1`` over ``n`` items on the contender's pool, in order; items/s."""
+    if contender.pool_map is None:
+        raise ValueError(f"{contender.name} has no pool map; skip W7 for it")
+    with contender.session():
+        start = perf_counter()
+        results = contender.pool_map(_increment, range(n))
+        elapsed = perf_counter() - start
+    if results != list(range(1, n + 1)):
+        raise WrongResult(f"{contender.name}: the pool map returned wrong or unordered results")
+    return n / elapsed
+
+
+# --- sizes, rows and targets ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each workload is."""
+
+    calls: int
+    casts: int
+    producer_threads: int
+    casts_per_thread: int
+    spawn: tuple[int, int, int]
+    """W4's sizes; thread-per-process contenders run the first two only."""
+    ring: int
+    laps: int
+    stream: int
+
+
+FULL = Sizes(
+    calls=20_000,
+    casts=200_000,
+    producer_threads=8,
+    casts_per_thread=25_000,
+    spawn=(1_000, 10_000, 100_000),
+    ring=1_000,
+    laps=100,
+    stream=100_000,
+)
+QUICK = Sizes(
+    calls=2_000,
+    casts=20_000,
+    producer_threads=8,
+    casts_per_thread=2_500,
+    spawn=(100, 1_000, 10_000),
+    ring=100,
+    laps=20,
+    stream=10_000,
+)
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What a row measures, and which way is better."""
+
+    label: str
+    higher_is_better: bool
+
+
+US_PER_CALL = Unit("µs/call", higher_is_better=False)
+MSGS_PER_S = Unit("msgs/s", higher_is_better=True)
+SECONDS = Unit("s", higher_is_better=False)
+KB_PER_PROCESS = Unit("KB/process", higher_is_better=False)
+US_PER_HOP = Unit("µs/hop", higher_is_better=False)
+ITEMS_PER_S = Unit("items/s", higher_is_better=True)
+
+
+def _never_skipped(contender: Contender) -> str | None:
+    return None
+
+
+def _one_thread_each(contender: Contender) -> str | None:
+    return "n/a (one thread each)" if contender.one_thread_each else None
+
+
+def _no_pool_map(contender: Contender) -> str | None:
+    return "n/a (no pool map)" if contender.pool_map is None else None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of the report: a measurement every contender makes (or skips)."""
+
+    key: str
+    """Unique, starts with the workload id (``W4 time 1000``); targets refer to rows by it."""
+    title: str
+    unit: Unit
+    measure: Callable[[Contender], float]
+    skip: Callable[[Contender], str | None] = field(default=_never_skipped)
+    """A note (shown in the cell) when the contender sits this row out."""
+    once: bool = False
+    """Measured in the first round only (memory, from a fresh interpreter)."""
+    show_spread: bool = False
+    """Show min-max over rounds next to the median."""
+
+    @property
+    def workload(self) -> str:
+        """``W1`` ... ``W7``, what ``--only`` selects."""
+        return self.key.split()[0]
+
+
+def build_cases(sizes: Sizes) -> list[Case]:
+    """Return the report's rows, in order, for ``sizes``."""
+    large = sizes.spawn[-1]
+    threads, per_thread = sizes.producer_threads, sizes.casts_per_thread
+    cases = [
+        Case(
+            key="W1",
+            title=f"{sizes.calls:,} calls to one server",
+            unit=US_PER_CALL,
+            measure=lambda c: calls(c, sizes.calls),
+        ),
+        Case(
+            key="W2",
+            title=f"{sizes.casts:,} casts + confirming call",
+            unit=MSGS_PER_S,
+            measure=lambda c: casts(c, sizes.casts),
+        ),
+        Case(
+            key="W3",
+            title=f"{threads} threads x {per_thread:,} casts + call",
+            unit=MSGS_PER_S,
+            measure=lambda c: concurrent_casts(c, threads, per_thread),
+            show_spread=True,
+        ),
+    ]
+    cases += [
+        Case(
+            key=f"W4 time {n}",
+            title=f"start, call, stop {n:,} servers",
+            unit=SECONDS,
+            measure=functools.partial(spawn_call_stop, n=n),
+            skip=_one_thread_each if n == large else _never_skipped,
+        )
+        for n in sizes.spawn
+    ]
+    cases += [
+        Case(
+            key=f"W4 memory {n}",
+            title=f"memory with {n:,} servers alive",
+            unit=KB_PER_PROCESS,
+            measure=functools.partial(_memory_of, n=n),
+            skip=_one_thread_each if n == large else _never_skipped,
+            once=True,
+        )
+        for n in sizes.spawn
+    ]
+    cases += [
+        Case(
+            key="W5",
+            title=f"ring of {sizes.ring:,}, {sizes.laps} laps",
+            unit=US_PER_HOP,
+            measure=lambda c: ring(c, sizes.ring, sizes.laps),
+        ),
+        Case(
+            key="W7",
+            title=f"ordered pool map over {sizes.stream:,} items",
+            unit=ITEMS_PER_S,
+            measure=lambda c: pool_map(c, sizes.stream),
+            skip=_no_pool_map,
+        ),
+    ]
+    return cases
+
+
+def _memory_of(contender: Contender, n: int) -> float:
+    return kb_per_process(contender.name, n)
+
+
+Comparison = Literal["<", "≤", "≥"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """A target from the issue: ``subject / reference`` (or ``subject`` alone) against a bound."""
+
+    row: str
+    """The case key of the row that shows the verdict."""
+    text: str
+    subject: tuple[str, str]
+    """``(case key, contender name)`` of the measured figure."""
+    comparison: Comparison
+    bound: float
+    reference: tuple[str, str] | None = None
+    """``(case key, contender name)`` to divide by; ``None`` for an absolute bound."""
+
+    def passes(self, value: float) -> bool:
+        """Whether ``value`` (the ratio, or the figure itself) meets the target."""
+        if self.comparison == "<":
+            return value < self.bound
+        if self.comparison == "≤":
+            return value <= self.bound
+        return value >= self.bound
+
+
+def build_targets(sizes: Sizes) -> list[Target]:
+    """Return the issue's targets for the rows of ``build_cases(sizes)``."""
+    _, middle, large = sizes.spawn
+
+    def versus(key: str, other: str, comparison: Comparison, bound: float) -> Target:
+        return Target(
+            key,
+            f"otpy/{other} {comparison} {bound:g}",
+            (key, "otpy"),
+            comparison,
+            bound,
+            (key, other),
+        )
+
+    return [
+        versus("W1", "pykka", "≤", 0.2),
+        versus("W2", "pykka", "≥", 5),
+        versus("W3", "pykka", "≥", 5),
+        Target(
+            f"W4 time {large}",
+            f"otpy {large:,} < 0.5 x threads {middle:,}",
+            (f"W4 time {large}", "otpy"),
+            "<",
+            0.5,
+            (f"W4 time {middle}", "threads"),
+        ),
+        Target(f"W4 memory {large}", "otpy ≤ 2 KB", (f"W4 memory {large}", "otpy"), "≤", 2.0),
+        versus("W5", "pykka", "≤", 0.2),
+        versus("W7", "threads", "≥", 1.5),
+    ]

@@ -1,0 +1,152 @@
+"""Races between deaths, links, monitors, calls and shutdown, repeated many times."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import otpy
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _idle() -> None:
+    otpy.receive()
+
+
+class Echo(otpy.GenServer):
+    def handle_call(self, request, caller):
+        return request
+
+    def handle_cast(self, request):
+        pass
+
+
+def test_link_racing_with_a_kill_either_links_or_reports_noproc(runtime):
+    otpy.trap_exits(True)
+    for _ in range(500):
+        pid = otpy.spawn(_idle)
+        killer = threading.Thread(target=otpy.exit, args=(pid, "kill"))
+        killer.start()
+        try:
+            otpy.link(pid)
+        finally:
+            killer.join()
+        exit_msg = otpy.receive(
+            timeout=5, match=lambda m, p=pid: isinstance(m, otpy.Exit) and m.pid == p
+        )
+        assert exit_msg.reason in ("killed", "noproc")
+    assert otpy.processes() == [otpy.self()]
+
+
+def test_monitor_racing_with_a_kill_always_gets_exactly_one_down(runtime):
+    for _ in range(500):
+        pid = otpy.spawn(_idle)
+        killer = threading.Thread(target=otpy.exit, args=(pid, "kill"))
+        killer.start()
+        ref = otpy.monitor(pid)
+        killer.join()
+        down = otpy.receive(
+            timeout=5, match=lambda m, r=ref: isinstance(m, otpy.Down) and m.ref == r
+        )
+        assert down.reason in ("killed", "noproc")
+        with pytest.raises(otpy.Timeout):
+            otpy.receive(timeout=0, match=lambda m, r=ref: isinstance(m, otpy.Down) and m.ref == r)
+
+
+def test_calls_racing_with_a_kill_return_or_raise_and_never_hang(runtime):
+    outcomes = {"reply": 0, "exit": 0, "noproc": 0}
+    for i in range(300):
+        pid = Echo.start()
+        killer = threading.Thread(target=otpy.exit, args=(pid, "kill"))
+        killer.start()
+        try:
+            assert Echo.call(pid, i, timeout=0.5) == i
+            outcomes["reply"] += 1
+        except otpy.ExitError as exc:
+            assert exc.reason == "killed"
+            outcomes["exit"] += 1
+        except otpy.NoProcError:
+            outcomes["noproc"] += 1
+        killer.join()
+    assert sum(outcomes.values()) == 300
+
+
+def test_eight_threads_of_casts_and_calls_lose_no_message(runtime):
+    class Counter(otpy.GenServer):
+        def init(self):
+            self.counts: dict[int, int] = {}
+
+        def handle_cast(self, request):
+            sender, n = request
+            assert self.counts.get(sender, -1) == n - 1, "per-sender order"
+            self.counts[sender] = n
+
+        def handle_call(self, request, caller):
+            return sum(v + 1 for v in self.counts.values())
+
+    pid = Counter.start()
+    errors: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            for n in range(25_000):
+                otpy.GenServer.cast(pid, (k, n))
+                if n % 1000 == 0:
+                    Counter.call(pid, "count", timeout=30)
+        except BaseException as exc:  # reported below, in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert Counter.call(pid, "count", timeout=30) == 8 * 25_000
+
+
+def test_shutdown_racing_with_spawning_leaves_nothing_behind():
+    for _ in range(20):
+        rt = otpy.Runtime(max_threads=4)
+        stop = threading.Event()
+
+        def spawner(stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                try:
+                    otpy.spawn(_idle)
+                    Echo.start()
+                except (RuntimeError, otpy.ExitError, otpy.StartError):
+                    return  # the runtime closed, or shut the new server down during init
+
+        with rt:
+            threads = [threading.Thread(target=spawner) for _ in range(2)]
+            for t in threads:
+                t.start()
+            otpy.sleep(0.01)
+            rt.shutdown()  # inside the block: the spawners keep addressing rt
+            stop.set()
+            for t in threads:
+                t.join()
+        assert rt.processes() == []
+
+
+def test_a_thousand_kills_of_processes_busy_in_calls_leave_no_process_behind(runtime):
+    server = Echo.start()
+    for _ in range(1000):
+
+        def caller() -> None:
+            while True:
+                Echo.call(server, 1, timeout=None)
+
+        pid, ref = otpy.spawn_monitor(caller)
+        otpy.exit(pid, "kill")
+        assert (
+            otpy.receive(
+                timeout=5, match=lambda m, r=ref: isinstance(m, otpy.Down) and m.ref == r
+            ).reason
+            == "killed"
+        )
+    assert Echo.call(server, "still here") == "still here"
+    assert set(otpy.processes()) == {otpy.self(), server}

@@ -1,0 +1,82 @@
+"""The timer thread: deadlines in order, cancellation, failures that do not stop it."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from otpy._core._timers import TimerWheel
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def wheel():
+    wheel = TimerWheel("test")
+    yield wheel
+    wheel.close()
+
+
+def test_actions_run_in_deadline_order_not_in_scheduling_order(wheel):
+    fired: list[int] = []
+    done = threading.Event()
+    wheel.schedule(0.06, lambda: (fired.append(3), done.set()))
+    wheel.schedule(0.02, lambda: fired.append(1))
+    wheel.schedule(0.04, lambda: fired.append(2))
+    assert done.wait(5)
+    assert fired == [1, 2, 3]
+
+
+def test_cancel_returns_the_time_left_and_the_action_never_runs(wheel):
+    fired = threading.Event()
+    timer = wheel.schedule(10.0, fired.set)
+    left = timer.cancel()
+    assert left is not None and 9.0 < left <= 10.0
+    assert timer.cancel() is None
+    assert timer.read() is None
+    assert not fired.is_set()
+
+
+def test_a_timer_that_fired_cannot_be_cancelled(wheel):
+    fired = threading.Event()
+    timer = wheel.schedule(0.0, fired.set)
+    assert fired.wait(5)
+    assert timer.cancel() is None
+
+
+def test_a_timer_dies_with_its_owner(wheel):
+    class Owner:
+        alive = True
+
+    owner = Owner()
+    timer = wheel.schedule(10.0, lambda: None, owner)
+    assert timer.read() is not None
+    owner.alive = False
+    assert timer.read() is None
+    assert timer.cancel() is None
+
+
+def test_a_failing_action_is_logged_and_later_timers_still_fire(wheel, caplog):
+    fired = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="otpy.timers"):
+        wheel.schedule(0.0, boom)
+        wheel.schedule(0.01, fired.set)
+        assert fired.wait(5)
+    assert any("boom" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+def test_close_cancels_pending_timers_and_joins_the_thread():
+    wheel = TimerWheel("closing")
+    fired = threading.Event()
+    timer = wheel.schedule(0.05, fired.set)
+    wheel.close()
+    assert timer.read() is None
+    assert not any(t.name == "closing-timers" for t in threading.enumerate())
+    assert wheel.schedule(0.0, fired.set).read() is None  # after close: never runs
+    assert not fired.wait(0.1)

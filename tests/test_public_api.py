@@ -1,0 +1,148 @@
+"""The public surface of API.md (Runtime, Processes, GenServer, Agent, Task, Errors) is exported."""
+
+from __future__ import annotations
+
+import pytest
+
+import otpy
+
+pytestmark = pytest.mark.timeout(30)
+
+RUNTIME = ["Runtime"]
+PROCESSES = [
+    "spawn",
+    "spawn_link",
+    "spawn_monitor",
+    "self",
+    "send",
+    "receive",
+    "link",
+    "unlink",
+    "monitor",
+    "demonitor",
+    "exit",
+    "trap_exits",
+    "is_alive",
+    "register",
+    "unregister",
+    "whereis",
+    "send_after",
+    "cancel_timer",
+    "sleep",
+    "process_info",
+    "processes",
+    "Pid",
+    "ProcessInfo",
+    "Exit",
+    "Down",
+    "via",
+    "NORMAL",
+    "SHUTDOWN",
+    "KILL",
+    "KILLED",
+]
+GEN_SERVER = ["GenServer", "NOREPLY", "IGNORE", "Continue", "Stop", "ChildSpec"]
+AGENT = ["Agent"]
+TASK = ["Task", "BRUTAL_KILL"]
+ERRORS = [
+    "OtpError",
+    "Timeout",
+    "NoProcError",
+    "ExitError",
+    "StartError",
+    "AlreadyStartedError",
+    "AlreadyRegisteredError",
+    "MaxChildrenError",
+    "NotFoundError",
+]
+PUBLIC = RUNTIME + PROCESSES + GEN_SERVER + AGENT + TASK + ERRORS
+
+CLASSES = [
+    "Runtime",
+    "Pid",
+    "ProcessInfo",
+    "Exit",
+    "Down",
+    "GenServer",
+    "Continue",
+    "Stop",
+    "ChildSpec",
+    "Agent",
+    "Task",
+    *ERRORS,
+]
+
+METHODS = {
+    "Runtime": ["current", "shutdown", "__enter__", "__exit__"],
+    "GenServer": [
+        "start",
+        "start_link",
+        "call",
+        "cast",
+        "reply",
+        "stop",
+        "child_spec",
+        "init",
+        "handle_call",
+        "handle_cast",
+        "handle_info",
+        "handle_continue",
+        "terminate",
+    ],
+    "Agent": ["start_link", "get", "update", "get_and_update", "cast", "stop"],
+    "Task": [
+        "async_",
+        "await_",
+        "yield_",
+        "shutdown",
+        "await_many",
+        "yield_many",
+        "start",
+        "start_link",
+        "async_stream",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", PUBLIC)
+def test_public_name_is_exported_and_listed_in_all(runtime, name):
+    assert hasattr(otpy, name), f"otpy.{name} is missing"
+    assert name in otpy.__all__, f"{name} is not in otpy.__all__"
+
+
+def test_nothing_private_is_listed_in_all(runtime):
+    assert [name for name in otpy.__all__ if name.startswith("_")] == []
+
+
+def test_every_name_in_all_exists_once(runtime):
+    assert [name for name in otpy.__all__ if not hasattr(otpy, name)] == []
+    assert len(otpy.__all__) == len(set(otpy.__all__))
+
+
+@pytest.mark.parametrize("cls, methods", sorted(METHODS.items()))
+def test_behaviours_have_their_documented_functions(runtime, cls, methods):
+    missing = [m for m in methods if not callable(getattr(getattr(otpy, cls), m, None))]
+    assert missing == []
+
+
+def test_reason_constants_are_the_documented_strings(runtime):
+    assert otpy.NORMAL == "normal"
+    assert otpy.SHUTDOWN == "shutdown"
+    assert otpy.KILL == "kill"
+    assert otpy.KILLED == "killed"
+
+
+def test_sentinels_are_distinct(runtime):
+    assert otpy.NOREPLY is not otpy.IGNORE
+    assert otpy.NOREPLY is not None and otpy.IGNORE is not None
+    assert otpy.BRUTAL_KILL is not None
+
+
+@pytest.mark.parametrize("name", CLASSES)
+def test_classes_present_themselves_as_otpy(runtime, name):
+    assert getattr(otpy, name).__module__ == "otpy"
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_errors_derive_from_otp_error(runtime, name):
+    assert issubclass(getattr(otpy, name), otpy.OtpError)
