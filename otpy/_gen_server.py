@@ -133,14 +133,13 @@ class Stop(Exception):
         self.reply = reply
 
 
-class _Cast:
-    __slots__ = ("request",)
-
-    def __init__(self, request: Any) -> None:
-        self.request = request
-
+class _CastTag:
     def __repr__(self) -> str:
-        return f"<cast {self.request!r}>"
+        return "<cast>"
+
+
+_CAST = _CastTag()
+"""A cast travels as the tuple ``(_CAST, request)``: cheaper to make than an object."""
 
 
 class _SysStop:
@@ -203,13 +202,15 @@ class GenServer:
     ) -> Pid | None:
         _check_name(name)
         server = cls()
-        server._otpy_name = name
+        if name is not None:
+            server._otpy_name = name
         return core.spawn_reactive(
             server._otpy_handle,
-            lambda: server._otpy_init(args, kwargs),
+            server._otpy_init,
+            (args, kwargs),
             link=link,
             name=name,
-            label=f"GenServer {core.describe(cls)}",
+            label=_label(cls),
             inline=cls.inline_calls,
         )
 
@@ -254,7 +255,7 @@ class GenServer:
     @staticmethod
     def cast(dest: object, request: Any) -> None:
         """Send ``request`` without waiting; never raises, whatever the target."""
-        core.send_quiet(dest, _Cast(request))
+        core.send_quiet(dest, (_CAST, request))
 
     @staticmethod
     def reply(caller: From, value: Any) -> None:
@@ -273,12 +274,10 @@ class GenServer:
             otpy.ExitError: it exited with a reason other than ``reason``.
         """
         t = core.check_timeout(timeout)
-        try:
-            core.call(dest, _SysStop(reason), t, lambda: f"GenServer.stop({dest!r})")
-        except ExitError as exc:
-            if exc.reason == reason:
-                return
-            raise
+        what = "GenServer.stop"
+        ok, outcome = core.call_until_exit(dest, _SysStop(reason), t, what)
+        if ok or outcome != reason:  # it answered instead of stopping, or died otherwise
+            raise ExitError(outcome if not ok else ("unexpected reply", outcome), what)
 
     # -- default callbacks ----------------------------------------------------------
 
@@ -350,8 +349,8 @@ class GenServer:
                     self._otpy_continue(result.arg)
                     return
                 msg.reply(result)
-            elif kind is _Cast:
-                result = self.handle_cast(msg.request)
+            elif kind is tuple and len(msg) == 2 and msg[0] is _CAST:
+                result = self.handle_cast(msg[1])
                 if type(result) is Continue:
                     self._otpy_continue(result.arg)
             elif kind is _ContinueMsg:
@@ -412,12 +411,30 @@ class GenServer:
         )
 
 
+_labels: dict[type, str] = {}
+
+
+def _label(cls: type) -> str:
+    """``"GenServer module.Class"``, computed once per class (a benign race at worst)."""
+    label = _labels.get(cls)
+    if label is None:
+        label = _labels[cls] = f"{_kind(cls)} {core.describe(cls)}"
+    return label
+
+
+def _kind(cls: type) -> str:
+    for base in cls.__mro__:
+        if base.__module__ == "otpy" and base is not GenServer:
+            return base.__name__
+    return "GenServer"
+
+
 def _describe_message(msg: Any) -> str:
     kind = type(msg)
     if kind is Call:
         return f"handle_call({msg.request!r})"
-    if kind is _Cast:
-        return f"handle_cast({msg.request!r})"
+    if kind is tuple and len(msg) == 2 and msg[0] is _CAST:
+        return f"handle_cast({msg[1]!r})"
     if kind is _ContinueMsg:
         return f"handle_continue({msg.arg!r})"
     return f"handle_info({msg!r})"

@@ -64,6 +64,7 @@ __all__ = [
     "sleep",
     "wait_done",
     "wait_reply",
+    "wait_result",
 ]
 
 _log = logging.getLogger("otpy.process")
@@ -355,24 +356,24 @@ class Process:
                 assert handler is not None, (
                     "this is a bug in otpy: reactive process without handler"
                 )
-                q = self._q
+                get = self._q.get_nowait
                 n = BUDGET
                 start = time.monotonic()
-                while n and self.alive:
+                while n:
                     saved = self._saved
                     if saved:
                         msg = saved.popleft()
-                    elif q.empty():
-                        break
                     else:
                         try:
-                            msg = q.get_nowait()
+                            msg = get()
                         except Empty:
                             break
                         if msg is _WAKE:
-                            continue
+                            break  # only a dead process gets one
                     handler(msg)
                     n -= 1
+                    if not self.alive:
+                        break
                 if n < BUDGET:
                     self.inline_cost = max(
                         (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
@@ -511,8 +512,10 @@ class Process:
             wait, self._wait = self._wait, None
             name, self.name = self.name, None
             ts = self._ts
-        self._drain()
-        self._q.put(_WAKE)
+        if not self._q.empty():
+            self._drain()
+        if ts is not None:  # a thread runs its code: wake it if it waits on the mailbox
+            self._q.put(_WAKE)
         if wait is not None:
             wait.abandon()
         if ts is not None and ts.proc is self and not ts.waiting and not self.thread_owned:
@@ -786,18 +789,17 @@ def _describe_wait(what: str | Callable[[], str]) -> str:
     return what if isinstance(what, str) else what()
 
 
-def wait_reply(
+def wait_result(
     proc: Process,
     ts: ThreadState,
     reply: Reply,
     timeout: float | None,
     what: str | Callable[[], str],
-) -> Any:
-    """Wait for ``reply`` as process ``proc``; the value, or raise.
+) -> None:
+    """Wait until ``reply`` is resolved, as process ``proc``.
 
     Raises:
         Timeout: nothing within ``timeout`` (a later result is dropped).
-        ExitError: the process the result depended on died with ``reply.value``.
     """
     if not reply.done:
         if not proc.set_wait(reply):
@@ -814,6 +816,22 @@ def wait_reply(
         reply.wait(None)
     if reply.value is _ABANDONED or not proc.alive:
         raise_dead(proc, ts)
+
+
+def wait_reply(
+    proc: Process,
+    ts: ThreadState,
+    reply: Reply,
+    timeout: float | None,
+    what: str | Callable[[], str],
+) -> Any:
+    """Wait for ``reply`` as process ``proc``; the value, or raise.
+
+    Raises:
+        Timeout: nothing within ``timeout`` (a later result is dropped).
+        ExitError: the process the result depended on died with ``reply.value``.
+    """
+    wait_result(proc, ts, reply, timeout, what)
     if reply.ok:
         return reply.value
     raise ExitError(reply.value, _describe_wait(what))
@@ -857,12 +875,19 @@ def call(
     request: Any,
     timeout: float | None,
     what: str | Callable[[], str],
-) -> Any:
-    """Send ``Call(request)`` to ``target`` and wait for the reply.
+) -> Call:
+    """Send ``Call(request)`` to ``target`` and wait until it is answered.
 
-    If ``target`` is reactive, idle and its recent handlers finished far inside
-    ``timeout``, the calling thread runs the handler itself (no thread hand-off);
-    otherwise the request goes through the mailbox.
+    Returns the resolved Call: ``.ok`` and ``.value`` hold the reply, or
+    ``.ok`` is False and ``.value`` is the exit reason of a target that died
+    first. If ``target`` is reactive, idle and its recent handlers finished far
+    inside ``timeout``, the calling thread runs the handler itself (no thread
+    hand-off); otherwise the request goes through the mailbox.
+
+    Raises:
+        Timeout: no answer within ``timeout``.
+        NoProcError: ``target`` is dead.
+        ExitError: ``target`` is the caller itself.
     """
     if target is proc:
         raise ExitError(
@@ -887,16 +912,17 @@ def call(
                 raise_dead(proc, ts)
             msg.settle_timeout()
             raise Timeout(_describe_wait(what), timeout)
-        if msg.done:
-            return wait_reply(proc, ts, msg, None, what)
-        if not target.watch(msg):
+        if not msg.done and not target.watch(msg):
             msg.fail(target.reason)
-            return wait_reply(proc, ts, msg, None, what)
+        if msg.done:
+            wait_result(proc, ts, msg, None, what)
+            return msg
     else:
         if not target.watch(msg):
             raise NoProcError(target.pid, _describe_wait(what))
         target.deliver(msg)
     try:
-        return wait_reply(proc, ts, msg, timeout, what)
+        wait_result(proc, ts, msg, timeout, what)
     finally:
         target.unwatch(msg)
+    return msg
