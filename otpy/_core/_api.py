@@ -30,7 +30,9 @@ __all__ = [
     "call",
     "call_until_exit",
     "cancel_timer",
+    "cancel_on_exit",
     "current",
+    "data_of",
     "defer_front",
     "demonitor",
     "exit",
@@ -38,6 +40,7 @@ __all__ = [
     "kill_quietly",
     "link",
     "monitor",
+    "on_exit",
     "parent",
     "process_info",
     "processes",
@@ -48,6 +51,8 @@ __all__ = [
     "self",
     "send",
     "send_after",
+    "send_quiet",
+    "set_data",
     "sleep",
     "spawn",
     "spawn_link",
@@ -461,6 +466,41 @@ def kill_quietly(pid: Pid, unlink: Pid | None = None) -> None:
     if unlink is not None and unlink._proc is not None and unlink._proc is not proc:
         proc.remove_link(unlink._proc)
     proc.exit_signal(proc.rt.root, "kill")
+
+
+def on_exit(pid: Pid, hook: Callable[[Pid, Any], None]) -> bool:
+    """Run ``hook(pid, reason)`` when ``pid`` dies: after it is dead and its name
+    released, before its links and monitors fire (so a ``Down`` never comes
+    before the hook's effect). The hook runs on the thread that ends the
+    process, outside any lock: keep it short, and it must not block.
+
+    Returns:
+        False if ``pid`` is already dead (the hook will not run).
+    """
+    proc = resolve(pid)
+    return proc is not None and proc.add_hook(hook)
+
+
+def cancel_on_exit(pid: Pid, hook: Callable[[Pid, Any], None]) -> None:
+    """Forget a hook given to :func:`on_exit`."""
+    proc = resolve(pid)
+    if proc is not None:
+        proc.remove_hook(hook)
+
+
+def set_data(data: Any) -> None:
+    """Attach a behaviour's record to the calling process (see :func:`data_of`)."""
+    current()[0].data = data
+
+
+def data_of(dest: object) -> Any:
+    """The record attached with :func:`set_data` to a live process, else None.
+
+    Lets other processes reach a behaviour's shared structure (a Registry's
+    tables) without a message round trip.
+    """
+    proc = resolve(dest)
+    return proc.data if proc is not None and proc.alive else None
 
 
 def defer_front(message: Any) -> None:

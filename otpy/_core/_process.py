@@ -221,6 +221,7 @@ class Process:
         "_async_sent",
         "_body",
         "_handler",
+        "_hooks",
         "_init",
         "_links",
         "_lock",
@@ -233,6 +234,7 @@ class Process:
         "_wait",
         "_watchers",
         "alive",
+        "data",
         "inline_cost",
         "label",
         "name",
@@ -246,7 +248,7 @@ class Process:
     )
 
     # _lock guards alive, reason, name, trap, _links, _monitors, _monitoring,
-    # _watchers, _wait, _ts (writes) and _async_sent.
+    # _watchers, _hooks, _wait, _ts (writes) and _async_sent.
     # Owned by whoever runs the process (holds _sched, or is its body thread):
     # _saved, _init, inline_cost (seconds per handled message, decaying: a slow
     # message raises it at once, each quick one halves it; callers may run the
@@ -275,6 +277,8 @@ class Process:
         self._ts: ThreadState | None = None
         self._async_sent = False
         self._handler: Callable[[Any], None] | None = None
+        self._hooks: list[Callable[[Pid, Any], None]] | None = None
+        self.data: Any = None  # a behaviour's own record of the process (e.g. a Registry table)
         self._init: Callable[[], None] | None = None
         self._body: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
         self.inline_cost = 0.0
@@ -509,6 +513,7 @@ class Process:
             monitors, self._monitors = self._monitors, None
             monitoring, self._monitoring = self._monitoring, None
             watchers, self._watchers = self._watchers, None
+            hooks, self._hooks = self._hooks, None
             wait, self._wait = self._wait, None
             name, self.name = self.name, None
             ts = self._ts
@@ -521,6 +526,12 @@ class Process:
         if ts is not None and ts.proc is self and not ts.waiting and not self.thread_owned:
             self.rt.haunted_by(self, ts)
         self.rt.forget(self, name)
+        if hooks:
+            for hook in hooks:
+                try:
+                    hook(self.pid, reason)
+                except BaseException:
+                    _log.critical("this is a bug in otpy: exit hook %r failed", hook, exc_info=True)
         if monitoring:
             for ref, target in monitoring.items():
                 target.drop_monitor(ref)
@@ -633,6 +644,24 @@ class Process:
                 self._watchers = set()
             self._watchers.add(reply)
             return True
+
+    def add_hook(self, hook: Callable[[Pid, Any], None]) -> bool:
+        """Run ``hook(pid, reason)`` when the process dies, before links and monitors fire.
+
+        False (and the hook is not kept) if the process is dead already.
+        """
+        with self._lock:
+            if not self.alive:
+                return False
+            if self._hooks is None:
+                self._hooks = []
+            self._hooks.append(hook)
+            return True
+
+    def remove_hook(self, hook: Callable[[Pid, Any], None]) -> None:
+        with self._lock:
+            if self._hooks and hook in self._hooks:
+                self._hooks.remove(hook)
 
     def unwatch(self, reply: Reply) -> None:
         with self._lock:
