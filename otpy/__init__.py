@@ -61,6 +61,7 @@ from ._core import trap_exits as trap_exits
 from ._core import unlink as unlink
 from ._core import unregister as unregister
 from ._core import whereis as whereis
+from ._dynamic_supervisor import DynamicSupervisor as DynamicSupervisor
 from ._exceptions import AlreadyRegisteredError as AlreadyRegisteredError
 from ._exceptions import AlreadyStartedError as AlreadyStartedError
 from ._exceptions import ExitError as ExitError
@@ -76,8 +77,19 @@ from ._gen_server import Continue as Continue
 from ._gen_server import From as From
 from ._gen_server import GenServer as GenServer
 from ._gen_server import Stop as Stop
+from ._partition_supervisor import Partition as Partition
+from ._partition_supervisor import PartitionSupervisor as PartitionSupervisor
+from ._partition_supervisor import partition as partition
+from ._supervisor import RESTARTING as RESTARTING
+from ._supervisor import Backoff as Backoff
+from ._supervisor import ChildCount as ChildCount
+from ._supervisor import ChildInfo as ChildInfo
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorSpec as SupervisorSpec
+from ._supervisor import supervise as supervise
 from ._task import AsyncStream as AsyncStream
 from ._task import Task as Task
+from ._task_supervisor import TaskSupervisor as TaskSupervisor
 
 __version__ = "0.1.0.dev0"
 
@@ -89,15 +101,20 @@ __all__ = [
     "NOPROC",
     "NOREPLY",
     "NORMAL",
+    "RESTARTING",
     "SHUTDOWN",
     "TIMEOUT",
     "Agent",
     "AlreadyRegisteredError",
     "AlreadyStartedError",
     "AsyncStream",
+    "Backoff",
+    "ChildCount",
+    "ChildInfo",
     "ChildSpec",
     "Continue",
     "Down",
+    "DynamicSupervisor",
     "Exit",
     "ExitError",
     "From",
@@ -106,13 +123,18 @@ __all__ = [
     "NoProcError",
     "NotFoundError",
     "OtpError",
+    "Partition",
+    "PartitionSupervisor",
     "Pid",
     "ProcessInfo",
     "Ref",
     "Runtime",
     "StartError",
     "Stop",
+    "Supervisor",
+    "SupervisorSpec",
     "Task",
+    "TaskSupervisor",
     "Timeout",
     "TimerRef",
     "cancel_timer",
@@ -121,6 +143,7 @@ __all__ = [
     "is_alive",
     "link",
     "monitor",
+    "partition",
     "process_info",
     "processes",
     "receive",
@@ -132,6 +155,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "supervise",
     "trap_exits",
     "unlink",
     "unregister",

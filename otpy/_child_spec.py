@@ -86,6 +86,8 @@ class ChildSpec:
             ``"kill"`` (default 5.0 for workers), ``otpy.BRUTAL_KILL`` to kill
             at once, or ``None`` to wait forever (default for supervisors).
         type: ``"worker"`` (default) or ``"supervisor"``.
+        backoff: an ``otpy.Backoff`` policy to restart the child after growing
+            delays instead of at once (default None; see ``otpy.Supervisor``).
     """
 
     id: Any
@@ -99,12 +101,16 @@ class ChildSpec:
         default=attrs.Factory(_default_shutdown, takes_self=True), validator=_check_shutdown
     )
     modules: Any = attrs.field(default=None, kw_only=True, eq=False)
+    backoff: Any = attrs.field(default=None, kw_only=True)
+    """An ``otpy.Backoff`` to restart this child with growing delays (see ``otpy.Supervisor``)."""
 
     def __attrs_post_init__(self) -> None:
         try:
             hash(self.id)
         except TypeError:
             raise TypeError(f"a child id must be hashable; got {self.id!r}") from None
+        if self.backoff is not None and not hasattr(self.backoff, "delay"):
+            raise TypeError(f"backoff must be an otpy.Backoff or None; got {self.backoff!r}")
 
     def replace(self, **changes: Any) -> ChildSpec:
         """A copy with some fields changed (``id=``, ``restart=``, ``shutdown=`` ...)."""

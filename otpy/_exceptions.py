@@ -126,22 +126,23 @@ class StartError(OtpError):
 
 
 class AlreadyStartedError(OtpError):
-    """A name is already taken by a live process.
+    """A name is already taken by a live process (or a supervisor's child id is in use).
 
     Attributes:
-        pid: the process that holds the name.
-        name: the name.
+        pid: the process that holds the name (None for a child that is not running).
+        name: the name (or child id).
     """
 
     __module__ = "otpy"
 
-    def __init__(self, pid: object, name: object = None) -> None:
+    def __init__(self, pid: object, name: object = None, what: str = "the name") -> None:
         self.pid = pid
         self.name = name
-        super().__init__(f"the name {name!r} is already registered to {pid!r}")
+        self.what = what
+        super().__init__(f"{what} {name!r} is already in use by {pid!r}")
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.pid, self.name))
+        return (type(self), (self.pid, self.name, self.what))
 
 
 class AlreadyRegisteredError(OtpError):

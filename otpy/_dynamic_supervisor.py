@@ -1,0 +1,369 @@
+"""DynamicSupervisor: a supervisor that starts with no children and adds them on demand.
+
+Example::
+
+    ds = otpy.DynamicSupervisor.start_link(max_children=1000, name="sessions")
+    pid = otpy.DynamicSupervisor.start_child("sessions", Session.child_spec(user_id))
+    otpy.DynamicSupervisor.terminate_child("sessions", pid)
+    otpy.DynamicSupervisor.count_children("sessions")
+
+Options (all keyword, with defaults):
+
+* ``max_children=None``: at most this many children at once; ``start_child``
+  raises ``otpy.MaxChildrenError`` beyond it.
+* ``max_restarts=3``, ``max_seconds=5.0``: the restart intensity, as for
+  ``otpy.Supervisor``: past it, every child stops and the supervisor exits
+  with ``"shutdown"``.
+* ``extra_args=()``: prepended to every child's start arguments (a pool of
+  connections can pass its configuration this way).
+* ``backoff=None``: an ``otpy.Backoff`` for every child (see ``otpy.Supervisor``).
+* ``name=None``: a name to register the supervisor under.
+
+Children restart one for one, by their ``restart`` value. When the supervisor
+stops, it stops all children at the same time (each within its own
+``shutdown`` time), not one after the other.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from . import _core as core
+from ._child_spec import ChildSpec
+from ._core import Exit, Pid
+from ._exceptions import MaxChildrenError, NotFoundError, OtpError, StartError
+from ._gen_server import GenServer, Stop
+from ._supervisor import (
+    RESTARTING,
+    Backoff,
+    ChildCount,
+    ChildInfo,
+    _check_number,
+    _start_server,
+    child_spec_of,
+    shutdown_children,
+)
+
+__all__ = ["DynamicSupervisor", "DynamicSupervisorServer"]
+
+_log = logging.getLogger("otpy.supervisor")
+
+
+@attrs.frozen
+class _Options:
+    max_children: int | None
+    max_restarts: int
+    max_seconds: float
+    extra_args: tuple[Any, ...]
+    backoff: Backoff | None
+
+
+def _options(
+    max_children: int | None = None,
+    max_restarts: int = 3,
+    max_seconds: float = 5.0,
+    extra_args: Sequence[Any] = (),
+    backoff: Backoff | None = None,
+) -> _Options:
+    if max_children is not None and (
+        isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 0
+    ):
+        raise ValueError(f"max_children must be None or an int >= 0; got {max_children!r}")
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"max_restarts must be an int >= 0; got {max_restarts!r}")
+    _check_number(max_seconds, "max_seconds")
+    if not max_seconds > 0:
+        raise ValueError(f"max_seconds must be a number > 0; got {max_seconds!r}")
+    if isinstance(extra_args, (str, bytes)) or not isinstance(extra_args, Sequence):
+        raise TypeError(f"extra_args must be a tuple or list of arguments; got {extra_args!r}")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise TypeError(f"backoff must be an otpy.Backoff or None; got {backoff!r}")
+    return _Options(max_children, max_restarts, float(max_seconds), tuple(extra_args), backoff)
+
+
+class _DynChild:
+    __slots__ = ("attempt", "pid", "restarts", "spec", "started_at", "timer")
+
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.pid: Pid | None = None
+        self.restarts = 0
+        self.attempt = 0
+        self.started_at = 0.0
+        self.timer: Any = None
+
+
+class _Retry:
+    __slots__ = ("key",)
+
+    def __init__(self, key: int) -> None:
+        self.key = key
+
+
+class DynamicSupervisorServer(GenServer):
+    """The process behind a DynamicSupervisor (and a TaskSupervisor)."""
+
+    def init(self, options: _Options) -> None:
+        core.trap_exits(True)
+        self.options = options
+        self.label = f"DynamicSupervisor {core.self()!r}"
+        self.children: dict[int, _DynChild] = {}  # in start order
+        self.by_pid: dict[Pid, int] = {}
+        self.next_key = 0
+        self.restarts: deque[float] = deque()
+        self.rng = random.Random()
+
+    # -- starting --------------------------------------------------------------------
+
+    def _launch(self, key: int, child: _DynChild) -> Any:
+        """Start a child; what its start function returned (a pid, or (pid, extra))."""
+        fn, args, kwargs = child.spec.start
+        child.timer = None
+        try:
+            result = fn(*self.options.extra_args, *args, **kwargs)
+        except StartError as exc:
+            raise _Failed(exc.reason) from exc
+        except Exception as exc:
+            raise _Failed(exc) from exc
+        pid = result[0] if isinstance(result, tuple) else result
+        if pid is not None and not isinstance(pid, Pid):
+            raise _Failed(("bad_return", result))
+        child.pid = pid
+        child.started_at = time.monotonic()
+        if pid is not None:
+            self.by_pid[pid] = key
+        return result
+
+    def start_new(self, spec: ChildSpec) -> Any:
+        """Add and start a child (inside the server); its start function's result or an error."""
+        limit = self.options.max_children
+        if limit is not None and len(self.children) >= limit:
+            return MaxChildrenError(limit)
+        key = self.next_key
+        self.next_key += 1
+        child = _DynChild(spec)
+        try:
+            result = self._launch(key, child)
+        except _Failed as failed:
+            return StartError(failed.reason, spec.id)
+        if child.pid is not None:
+            self.children[key] = child
+        return result
+
+    # -- callbacks ------------------------------------------------------------------------
+
+    def handle_call(self, request: Any, caller: Any) -> Any:
+        op = request[0]
+        if op == "start_child":
+            return self.start_new(request[1])
+        if op == "terminate_child":
+            key = self.by_pid.get(request[1])
+            if key is None:
+                return NotFoundError(request[1])
+            child = self.children.pop(key)
+            del self.by_pid[request[1]]
+            shutdown_children([(request[1], child.spec.shutdown)], self.label)
+            return None
+        if op == "which_children":
+            return [
+                ChildInfo(
+                    None,
+                    RESTARTING if c.timer is not None else c.pid,
+                    c.spec.type,
+                    restarts=c.restarts,
+                )
+                for c in self.children.values()
+            ]
+        if op == "count_children":
+            supervisors = sum(1 for c in self.children.values() if c.spec.type == "supervisor")
+            active = sum(1 for c in self.children.values() if c.pid is not None)
+            n = len(self.children)
+            return ChildCount(n, active, supervisors, n - supervisors)
+        if op == "children":
+            return [c.pid for c in self.children.values() if c.pid is not None]
+        raise ValueError(f"unknown DynamicSupervisor request {request!r}")
+
+    def handle_info(self, message: Any) -> Any:
+        if type(message) is Exit:
+            key = self.by_pid.pop(message.pid, None)
+            if key is not None:
+                self._child_exited(key, message.reason)
+            return None
+        if type(message) is _Retry:
+            child = self.children.get(message.key)
+            if child is not None and child.pid is None:
+                self._restart(message.key, child, backoff=True)
+            return None
+        return super().handle_info(message)
+
+    def terminate(self, reason: Any) -> None:
+        running = [(c.pid, c.spec.shutdown) for c in self.children.values() if c.pid is not None]
+        for child in self.children.values():
+            if child.timer is not None:
+                core.cancel_timer(child.timer)
+        self.children.clear()
+        self.by_pid.clear()
+        shutdown_children(running, self.label)
+
+    # -- restarts ---------------------------------------------------------------------------
+
+    def _child_exited(self, key: int, reason: Any) -> None:
+        child = self.children[key]
+        pid, child.pid = child.pid, None
+        restart = child.spec.restart
+        if restart == "temporary" or (restart == "transient" and core.is_normal_exit(reason)):
+            del self.children[key]
+            return
+        if not core.is_normal_exit(reason):
+            _log.error("%s: child %r exited: %r; restarting", self.label, pid, reason)
+        backoff = child.spec.backoff or self.options.backoff
+        if backoff is not None:
+            self._schedule(key, child, backoff)
+            return
+        self._count_restart()
+        self._restart(key, child, backoff=False)
+
+    def _schedule(self, key: int, child: _DynChild, backoff: Backoff) -> None:
+        if time.monotonic() - child.started_at >= backoff.reset_after:
+            child.attempt = 0
+        delay = backoff.delay(child.attempt, self.rng)
+        child.attempt += 1
+        child.timer = core.send_after(delay, core.self(), _Retry(key))
+
+    def _restart(self, key: int, child: _DynChild, *, backoff: bool) -> None:
+        child.restarts += 1
+        try:
+            self._launch(key, child)
+        except _Failed as failed:
+            _log.error("%s: a child failed to restart: %r", self.label, failed.reason)
+            if backoff:
+                policy = child.spec.backoff or self.options.backoff
+                assert policy is not None
+                self._schedule(key, child, policy)
+            else:
+                self._count_restart()
+                core.send(core.self(), _Retry(key))
+            return
+        if child.pid is None:  # its start ignored it this time
+            del self.children[key]
+
+    def _count_restart(self) -> None:
+        now = time.monotonic()
+        self.restarts.append(now)
+        while self.restarts and self.restarts[0] < now - self.options.max_seconds:
+            self.restarts.popleft()
+        if len(self.restarts) > self.options.max_restarts:
+            _log.error(
+                "%s: reached its restart intensity (%d restarts within %ss); shutting down",
+                self.label,
+                self.options.max_restarts,
+                self.options.max_seconds,
+            )
+            raise Stop("shutdown")
+
+
+class _Failed(Exception):
+    def __init__(self, reason: Any) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def answer(result: Any) -> Any:
+    """A supervisor returns errors as values; raise them in the caller."""
+    if isinstance(result, OtpError):
+        raise result
+    return result
+
+
+class DynamicSupervisor:
+    """A supervisor of children started on demand; see the module documentation.
+
+    Example::
+
+        ds = otpy.DynamicSupervisor.start_link(max_children=2)
+        otpy.DynamicSupervisor.start_child(ds, Worker.child_spec())
+    """
+
+    __module__ = "otpy"
+
+    @staticmethod
+    def start_link(
+        *,
+        max_children: int | None = None,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        extra_args: Sequence[Any] = (),
+        backoff: Backoff | None = None,
+        name: object = None,
+    ) -> Pid:
+        """Start a dynamic supervisor linked to the caller, with no children."""
+        options = _options(max_children, max_restarts, max_seconds, extra_args, backoff)
+        return _start_server(DynamicSupervisorServer, (options,), name, link=True)
+
+    @staticmethod
+    def start(
+        *,
+        max_children: int | None = None,
+        max_restarts: int = 3,
+        max_seconds: float = 5.0,
+        extra_args: Sequence[Any] = (),
+        backoff: Backoff | None = None,
+        name: object = None,
+    ) -> Pid:
+        """Like :meth:`start_link`, without the link."""
+        options = _options(max_children, max_restarts, max_seconds, extra_args, backoff)
+        return _start_server(DynamicSupervisorServer, (options,), name, link=False)
+
+    @staticmethod
+    def child_spec(*, id: Any = None, **options: Any) -> ChildSpec:
+        """A child spec to run this dynamic supervisor under another supervisor."""
+        return ChildSpec(
+            id=DynamicSupervisor if id is None else id,
+            start=(DynamicSupervisor.start_link, (), options),
+            type="supervisor",
+        )
+
+    @staticmethod
+    def start_child(sup: object, spec: object) -> Pid | None:
+        """Start a child under the supervisor; its pid (None if its start ignored it).
+
+        Raises:
+            otpy.MaxChildrenError: the supervisor runs ``max_children`` already.
+            otpy.StartError: the child failed to start.
+        """
+        child = child_spec_of(spec)
+        result = answer(
+            core.call(sup, ("start_child", child), None, "DynamicSupervisor.start_child")
+        )
+        return result[0] if isinstance(result, tuple) else result  # type: ignore[no-any-return]
+
+    @staticmethod
+    def terminate_child(sup: object, pid: Pid) -> None:
+        """Stop a child (within its shutdown time); it is not restarted.
+
+        Raises:
+            otpy.NotFoundError: ``pid`` is not a child of the supervisor.
+        """
+        answer(core.call(sup, ("terminate_child", pid), None, "DynamicSupervisor.terminate_child"))
+
+    @staticmethod
+    def which_children(sup: object) -> list[ChildInfo]:
+        """The children in start order, as ``ChildInfo(None, pid, type)``."""
+        return core.call(sup, ("which_children",), None, "DynamicSupervisor.which_children")  # type: ignore[no-any-return]
+
+    @staticmethod
+    def count_children(sup: object) -> ChildCount:
+        """``ChildCount(specs, active, supervisors, workers)``."""
+        return core.call(sup, ("count_children",), None, "DynamicSupervisor.count_children")  # type: ignore[no-any-return]
+
+    @staticmethod
+    def stop(sup: object, reason: Any = "normal", timeout: float | None = None) -> None:
+        """Stop the supervisor; all its children stop at the same time first."""
+        GenServer.stop(sup, reason, timeout)
