@@ -374,10 +374,10 @@ class Process:
                             break
                         if msg is _WAKE:
                             break  # only a dead process gets one
+                    if not self.alive:
+                        break  # a message that slipped in as it died: dropped with it
                     handler(msg)
                     n -= 1
-                    if not self.alive:
-                        break
                 if n < BUDGET:
                     self.inline_cost = max(
                         (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
