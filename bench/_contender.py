@@ -2,15 +2,18 @@
 
 A contender hosts server *logic* (an object with ``on_call`` and ``on_cast``)
 in its own kind of process: an otpy GenServer, a plain thread, a Pykka actor.
-The workloads in ``bench._workloads`` are written once against this protocol.
+For W6 it also supplies a one_for_one supervisor over one worker
+(``Supervised``). The workloads in ``bench._workloads`` are written once
+against this protocol.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, Literal, Protocol
 
 DEFAULT_TIMEOUT = 5.0
 """The call timeout every contender uses unless a workload passes another (OTP's 5 s)."""
@@ -40,6 +43,67 @@ class Logic(Protocol):
 PoolMap = Callable[[Callable[[int], int], Iterable[int]], list[int]]
 """Apply a function to every item on a pool of workers; results in input order."""
 
+Crash = Literal["kill", "raise"]
+"""How W6 ends a supervised worker.
+
+``"kill"``: from outside, without running the worker's code where the
+library allows it (otpy's untrappable ``"kill"`` exit signal); ``"raise"``:
+a message whose handler raises ``WorkerCrashed``.
+"""
+
+CRASHES: tuple[Crash, ...] = ("kill", "raise")
+
+
+class WorkerCrashed(Exception):
+    """What W6's worker raises when it is told to crash (``Crash`` ``"raise"``)."""
+
+
+class Supervised(Protocol):
+    """W6: a one_for_one supervisor that restarts its one permanent worker whenever it ends.
+
+    Every worker, the first and each replacement, tells the benchmark that it
+    is up as the last step of its start; ``next_worker`` waits for that. Workers
+    are opaque handles, like servers.
+    """
+
+    def next_worker(self, timeout: float) -> Any:
+        """Wait until a worker not yet returned has started and return it.
+
+        Raises:
+            TimeoutError: no worker reported within ``timeout`` seconds.
+        """
+        ...
+
+    def crash(self, worker: Any, how: Crash) -> None:
+        """End ``worker`` the way ``how`` says, without waiting for the restart."""
+        ...
+
+    def restarts(self) -> int:
+        """How many restarts the supervisor has made."""
+        ...
+
+
+Supervise = Callable[[], AbstractContextManager[Supervised]]
+"""Start a supervisor and its first worker; leaving the context stops both (and waits)."""
+
+
+@contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Let only CRITICAL records of the logger ``name`` (and its children) through.
+
+    W6 crashes a worker a thousand times: every crash (and, in otpy, every
+    restart) is an error report with a traceback, which would flood stderr and
+    charge a formatted traceback to each restart. CRITICAL ("this is a bug")
+    records still show.
+    """
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
+
 
 class Contender(Protocol):
     """One column of the report: a way to run servers concurrently.
@@ -59,6 +123,9 @@ class Contender(Protocol):
 
     pool_map: PoolMap | None
     """W7's contender, or ``None`` when the library has no equivalent."""
+
+    supervise: Supervise | None
+    """W6's supervisor, or ``None`` when the contender has none."""
 
     def session(self) -> AbstractContextManager[object]:
         """Return the context every measurement runs in (otpy: its own ``Runtime``)."""

@@ -1,21 +1,29 @@
-"""The otpy contender: a ``GenServer`` per server, ``Task.async_stream`` for W7.
+"""The otpy contender: a ``GenServer`` per server, ``Task.async_stream`` for W7,
+``otpy.Supervisor`` for W6.
 
 Only the public API (API.md) is used. ``call``, ``cast`` are otpy's own
 functions, not wrappers, so the hot loops time otpy and nothing of ours.
 Servers are started unlinked (``start``), as Pykka actors are, and every
 measurement runs in its own ``with otpy.Runtime():`` block.
+
+W6's supervisor is ``Supervisor.start_link`` (one_for_one, a restart
+intensity it never reaches) over one ``_Worker``, whose ``init`` sends its pid
+to the benchmark's process; ``"kill"`` is ``otpy.exit(pid, "kill")``,
+``"raise"`` a cast whose handler raises. The ``otpy`` logger is quiet
+(CRITICAL only) meanwhile: the supervisor reports every restart as an error,
+also after a kill, and a crashing GenServer logs its traceback.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import otpy
 
-from ._contender import Logic
+from ._contender import Crash, Logic, Supervise, Supervised, WorkerCrashed, quiet_logger
 
 
 class _Host(otpy.GenServer):
@@ -29,6 +37,63 @@ class _Host(otpy.GenServer):
 
     def handle_cast(self, request: Any) -> None:
         self.logic.on_cast(request)
+
+
+class _Worker(otpy.GenServer):
+    """W6's worker: sends its pid to ``watcher`` when it starts, raises on any cast."""
+
+    def init(self, watcher: otpy.Pid) -> None:
+        otpy.send(watcher, otpy.self())
+
+    def handle_cast(self, request: Any) -> None:
+        raise WorkerCrashed(request)
+
+
+MAX_RESTARTS = 1_000_000
+"""W6's restart intensity, per second: far above what any run reaches."""
+
+
+class _Supervised:
+    """W6 on otpy: a ``Supervisor`` linked to the benchmark's process, its workers' pids in our mailbox."""
+
+    def __init__(self) -> None:
+        self.supervisor = otpy.Supervisor.start_link(
+            [_Worker.child_spec(otpy.self())],
+            strategy="one_for_one",
+            max_restarts=MAX_RESTARTS,
+            max_seconds=1.0,
+        )
+
+    def next_worker(self, timeout: float) -> otpy.Pid:
+        """Receive the pid that the next worker's ``init`` sent us."""
+        pid = otpy.receive(timeout=timeout)  # otpy.Timeout is a TimeoutError
+        if not isinstance(pid, otpy.Pid):
+            raise TypeError(f"the benchmark's process received {pid!r}, not a worker's pid")
+        return pid
+
+    def crash(self, worker: otpy.Pid, how: Crash) -> None:
+        """``"kill"``: ``otpy.exit(worker, "kill")``; ``"raise"``: a cast that makes it raise."""
+        if how == "kill":
+            otpy.exit(worker, otpy.KILL)
+        else:
+            otpy.GenServer.cast(worker, how)
+
+    def restarts(self) -> int:
+        """The ``restarts`` that ``which_children`` reports for the worker."""
+        (child,) = otpy.Supervisor.which_children(self.supervisor)
+        return child.restarts
+
+    def stop(self) -> None:
+        """``Supervisor.stop``: returns once the worker and the supervisor are gone."""
+        otpy.Supervisor.stop(self.supervisor)
+
+
+@contextmanager
+def _supervise() -> Iterator[Supervised]:
+    with quiet_logger("otpy"):
+        supervised = _Supervised()
+        yield supervised
+        supervised.stop()
 
 
 def _version() -> str:
@@ -54,6 +119,7 @@ class OtpyContender:
         self.pool_map: Callable[[Callable[[int], int], Iterable[int]], list[int]] | None = (
             self._pool_map
         )
+        self.supervise: Supervise | None = _supervise
 
     def session(self) -> AbstractContextManager[object]:
         """A fresh ``otpy.Runtime()``; leaving it shuts every process down."""

@@ -2,6 +2,15 @@
 
 Pykka spends one OS thread per actor, so W4 stops below its largest size, and
 it has no pool map, so W7 shows n/a.
+
+Pykka has no supervisors either; W6 emulates one the way a Pykka user would:
+a supervisor actor starts the worker actor and starts a new one whenever the
+worker's ``on_stop`` or ``on_failure`` hook (its last act) tells it that it
+ended. Each worker puts its ref on the benchmark's queue in ``on_start``.
+``"kill"`` is ``ActorRef.stop(block=False)``, Pykka's only way to end an actor
+from outside (a message, handled in turn); ``"raise"`` is a ``tell`` whose
+handler raises. The ``pykka`` logger, which reports every failure with its
+traceback, is quiet (CRITICAL only) meanwhile.
 """
 
 from __future__ import annotations
@@ -9,11 +18,20 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
+from queue import Empty, SimpleQueue
+from types import TracebackType
 from typing import Any
 
 import pykka
 
-from ._contender import DEFAULT_TIMEOUT, Logic
+from ._contender import (
+    DEFAULT_TIMEOUT,
+    Crash,
+    Logic,
+    Supervised,
+    WorkerCrashed,
+    quiet_logger,
+)
 
 _CALL = "call"
 _CAST = "cast"
@@ -34,6 +52,109 @@ class _Host(pykka.ThreadingActor):
         return None
 
 
+ActorRef = pykka.ActorRef[Any]
+
+_RESTARTS = "restarts"
+"""What the benchmark asks W6's supervisor actor: how many restarts it made."""
+
+
+class _Worker(pykka.ThreadingActor):
+    """W6's worker: puts its ref on ``started`` when it starts, raises on any message,
+    and tells ``supervisor`` when it ends, however it ends."""
+
+    def __init__(self, supervisor: ActorRef, started: SimpleQueue[ActorRef]) -> None:
+        super().__init__()
+        self.supervisor = supervisor
+        self.started = started
+
+    def on_start(self) -> None:
+        self.started.put(self.actor_ref)
+
+    def on_receive(self, message: Any) -> Any:
+        raise WorkerCrashed(message)
+
+    def on_stop(self) -> None:
+        self._report_end()
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._report_end()
+
+    def _report_end(self) -> None:
+        try:
+            self.supervisor.tell(self.actor_ref)
+        except pykka.ActorDeadError:
+            pass  # the supervisor is stopping, and stopping us
+
+
+class _SupervisorActor(pykka.ThreadingActor):
+    """W6's supervisor: starts a new ``_Worker`` whenever its current one tells it that it ended."""
+
+    def __init__(self, started: SimpleQueue[ActorRef]) -> None:
+        super().__init__()
+        self.started = started
+        self.restarts = 0
+        self.worker: ActorRef | None = None
+
+    def on_start(self) -> None:
+        self.worker = _Worker.start(self.actor_ref, self.started)
+
+    def on_receive(self, message: Any) -> Any:
+        if message == _RESTARTS:
+            return self.restarts
+        if message is self.worker:
+            self.restarts += 1
+            self.worker = _Worker.start(self.actor_ref, self.started)
+        return None
+
+    def on_stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+
+
+class _Supervised:
+    """W6 on Pykka: a ``_SupervisorActor``, its workers' refs on a queue of ours."""
+
+    def __init__(self) -> None:
+        self.started: SimpleQueue[ActorRef] = SimpleQueue()
+        self.supervisor = _SupervisorActor.start(self.started)
+
+    def next_worker(self, timeout: float) -> ActorRef:
+        """The next worker's ref, once its ``on_start`` ran."""
+        try:
+            return self.started.get(timeout=timeout)
+        except Empty:
+            raise TimeoutError(f"no worker actor started within {timeout}s") from None
+
+    def crash(self, worker: ActorRef, how: Crash) -> None:
+        """``"kill"``: ``worker.stop(block=False)``; ``"raise"``: a ``tell`` that makes it raise."""
+        if how == "kill":
+            worker.stop(block=False)
+        else:
+            worker.tell(how)
+
+    def restarts(self) -> int:
+        """Ask the supervisor actor."""
+        count: int = self.supervisor.ask(_RESTARTS, block=True, timeout=DEFAULT_TIMEOUT)
+        return count
+
+    def stop(self) -> None:
+        """Stop the supervisor actor, which stops its worker first."""
+        self.supervisor.stop()
+
+
+@contextmanager
+def _supervise() -> Iterator[Supervised]:
+    with quiet_logger("pykka"):
+        supervised = _Supervised()
+        yield supervised
+        supervised.stop()
+
+
 @contextmanager
 def _stop_leftovers() -> Iterator[None]:
     """Stop any actor a failed measurement left running, so its thread does not linger."""
@@ -50,6 +171,7 @@ class PykkaContender:
     version = importlib.metadata.version("pykka")
     one_thread_each = True
     pool_map = None
+    supervise = staticmethod(_supervise)
 
     def session(self) -> AbstractContextManager[object]:
         """A context that stops leftover actors on the way out."""

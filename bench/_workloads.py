@@ -1,4 +1,4 @@
-"""The workloads W1-W5 and W7, written once against the ``Contender`` protocol.
+"""The workloads W1-W7, written once against the ``Contender`` protocol.
 
 Each runner opens the contender's session, sets up outside the timed region,
 times only the workload itself, checks the result (a benchmark that loses
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
 
-from ._contender import Contender
+from ._contender import CRASHES, DEFAULT_TIMEOUT, Contender, Crash, Supervised
 from ._memory import kb_per_process
 
 COUNT = "count"
@@ -209,6 +209,44 @@ def ring(contender: Contender, size: int, laps: int) -> float:
     return elapsed / hops * 1e6
 
 
+def _crash_and_replace(
+    contender: Contender, supervised: Supervised, worker: Any, how: Crash, cycles: int
+) -> Any:
+    """Crash ``worker`` and wait for its replacement, ``cycles`` times; the last replacement."""
+    crash, next_worker = supervised.crash, supervised.next_worker
+    for _ in range(cycles):
+        crash(worker, how)
+        replacement = next_worker(DEFAULT_TIMEOUT)
+        if replacement == worker:
+            raise WrongResult(f"{contender.name}: the crashed worker reported as its replacement")
+        worker = replacement
+    return worker
+
+
+def restarts(contender: Contender, n: int, how: Crash) -> float:
+    """W6: a one_for_one supervisor restarts its crashing worker ``n`` times; µs per restart.
+
+    Each cycle crashes the current worker (``how``) and waits until its
+    replacement has told the benchmark that it is up: the time from the crash
+    to a running replacement, one restart after the other. One cycle runs
+    first, untimed (lazy set-up). The supervisor must count every restart.
+    """
+    if contender.supervise is None:
+        raise ValueError(f"{contender.name} has no supervisor; skip W6 for it")
+    with contender.session(), contender.supervise() as supervised:
+        worker = supervised.next_worker(DEFAULT_TIMEOUT)
+        worker = _crash_and_replace(contender, supervised, worker, how, 1)
+        start = perf_counter()
+        _crash_and_replace(contender, supervised, worker, how, n)
+        elapsed = perf_counter() - start
+        counted = supervised.restarts()
+        if counted != n + 1:
+            raise WrongResult(
+                f"{contender.name}: the supervisor counted {counted} restarts, expected {n + 1}"
+            )
+    return elapsed / n * 1e6
+
+
 def _increment(x: int) -> int:
     return x + 1
 
@@ -241,6 +279,7 @@ class Sizes:
     """W4's sizes; thread-per-process contenders run the first two only."""
     ring: int
     laps: int
+    restarts: int
     stream: int
 
 
@@ -252,6 +291,7 @@ FULL = Sizes(
     spawn=(1_000, 10_000, 100_000),
     ring=1_000,
     laps=100,
+    restarts=1_000,
     stream=100_000,
 )
 QUICK = Sizes(
@@ -262,6 +302,7 @@ QUICK = Sizes(
     spawn=(100, 1_000, 10_000),
     ring=100,
     laps=20,
+    restarts=100,
     stream=10_000,
 )
 
@@ -279,6 +320,7 @@ MSGS_PER_S = Unit("msgs/s", higher_is_better=True)
 SECONDS = Unit("s", higher_is_better=False)
 KB_PER_PROCESS = Unit("KB/process", higher_is_better=False)
 US_PER_HOP = Unit("µs/hop", higher_is_better=False)
+US_PER_RESTART = Unit("µs/restart", higher_is_better=False)
 ITEMS_PER_S = Unit("items/s", higher_is_better=True)
 
 
@@ -292,6 +334,17 @@ def _one_thread_each(contender: Contender) -> str | None:
 
 def _no_pool_map(contender: Contender) -> str | None:
     return "n/a (no pool map)" if contender.pool_map is None else None
+
+
+def _no_supervisor(contender: Contender) -> str | None:
+    return "n/a (no supervisor)" if contender.supervise is None else None
+
+
+CRASH_TITLES: dict[Crash, str] = {
+    "kill": "worker killed (exit kill / stop)",
+    "raise": "worker raises in a handler",
+}
+"""How W6's rows describe each way of crashing the worker."""
 
 
 @dataclass(frozen=True)
@@ -369,6 +422,19 @@ def build_cases(sizes: Sizes) -> list[Case]:
             unit=US_PER_HOP,
             measure=lambda c: ring(c, sizes.ring, sizes.laps),
         ),
+    ]
+    cases += [
+        Case(
+            key=f"W6 {how}",
+            title=f"{sizes.restarts:,} one_for_one restarts, {CRASH_TITLES[how]}",
+            unit=US_PER_RESTART,
+            measure=functools.partial(restarts, n=sizes.restarts, how=how),
+            skip=_no_supervisor,
+            show_spread=True,
+        )
+        for how in CRASHES
+    ]
+    cases += [
         Case(
             key="W7",
             title=f"ordered pool map over {sizes.stream:,} items",
@@ -385,6 +451,9 @@ def _memory_of(contender: Contender, n: int) -> float:
 
 
 Comparison = Literal["<", "≤", "≥"]
+
+RESTART_TARGET_US = 60.0
+"""W6's target: µs per restart on a 2-core machine, the issue's one absolute time target."""
 
 
 @dataclass(frozen=True)
@@ -438,5 +507,15 @@ def build_targets(sizes: Sizes) -> list[Target]:
         ),
         Target(f"W4 memory {large}", "otpy ≤ 2 KB", (f"W4 memory {large}", "otpy"), "≤", 2.0),
         versus("W5", "pykka", "≤", 0.2),
+        *(
+            Target(
+                f"W6 {how}",
+                f"otpy ≤ {RESTART_TARGET_US:g} µs (absolute)",
+                (f"W6 {how}", "otpy"),
+                "≤",
+                RESTART_TARGET_US,
+            )
+            for how in CRASHES
+        ),
         versus("W7", "threads", "≥", 1.5),
     ]

@@ -80,6 +80,8 @@ from ._gen_server import Stop as Stop
 from ._partition_supervisor import Partition as Partition
 from ._partition_supervisor import PartitionSupervisor as PartitionSupervisor
 from ._partition_supervisor import partition as partition
+from ._registry import Registry as Registry
+from ._registry import via as via
 from ._supervisor import RESTARTING as RESTARTING
 from ._supervisor import Backoff as Backoff
 from ._supervisor import ChildCount as ChildCount
@@ -128,6 +130,7 @@ __all__ = [
     "Pid",
     "ProcessInfo",
     "Ref",
+    "Registry",
     "Runtime",
     "StartError",
     "Stop",
@@ -159,5 +162,6 @@ __all__ = [
     "trap_exits",
     "unlink",
     "unregister",
+    "via",
     "whereis",
 ]

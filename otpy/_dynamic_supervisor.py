@@ -48,7 +48,9 @@ from ._supervisor import (
     _check_number,
     _start_server,
     child_spec_of,
+    count_restart,
     shutdown_children,
+    supervisor_label,
 )
 
 __all__ = ["DynamicSupervisor", "DynamicSupervisorServer"]
@@ -101,10 +103,13 @@ class _DynChild:
 
 
 class _Retry:
-    __slots__ = ("key",)
+    """A restart the supervisor sends itself: after a backoff delay, or to try again."""
 
-    def __init__(self, key: int) -> None:
+    __slots__ = ("backoff", "key")
+
+    def __init__(self, key: int, backoff: bool) -> None:
         self.key = key
+        self.backoff = backoff
 
 
 class DynamicSupervisorServer(GenServer):
@@ -113,7 +118,7 @@ class DynamicSupervisorServer(GenServer):
     def init(self, options: _Options) -> None:
         core.trap_exits(True)
         self.options = options
-        self.label = f"DynamicSupervisor {core.self()!r}"
+        self.label = supervisor_label("DynamicSupervisor", self)
         self.children: dict[int, _DynChild] = {}  # in start order
         self.by_pid: dict[Pid, int] = {}
         self.next_key = 0
@@ -199,7 +204,7 @@ class DynamicSupervisorServer(GenServer):
         if type(message) is _Retry:
             child = self.children.get(message.key)
             if child is not None and child.pid is None:
-                self._restart(message.key, child, backoff=True)
+                self._restart(message.key, child, backoff=message.backoff)
             return None
         return super().handle_info(message)
 
@@ -221,13 +226,14 @@ class DynamicSupervisorServer(GenServer):
         if restart == "temporary" or (restart == "transient" and core.is_normal_exit(reason)):
             del self.children[key]
             return
+        backoff = child.spec.backoff or self.options.backoff
+        if backoff is None:
+            self._count_restart(f"child {pid!r} exited: {reason!r}")
         if not core.is_normal_exit(reason):
             _log.error("%s: child %r exited: %r; restarting", self.label, pid, reason)
-        backoff = child.spec.backoff or self.options.backoff
         if backoff is not None:
             self._schedule(key, child, backoff)
             return
-        self._count_restart()
         self._restart(key, child, backoff=False)
 
     def _schedule(self, key: int, child: _DynChild, backoff: Backoff) -> None:
@@ -235,7 +241,7 @@ class DynamicSupervisorServer(GenServer):
             child.attempt = 0
         delay = backoff.delay(child.attempt, self.rng)
         child.attempt += 1
-        child.timer = core.send_after(delay, core.self(), _Retry(key))
+        child.timer = core.send_after(delay, core.self(), _Retry(key, backoff=True))
 
     def _restart(self, key: int, child: _DynChild, *, backoff: bool) -> None:
         child.restarts += 1
@@ -248,21 +254,18 @@ class DynamicSupervisorServer(GenServer):
                 assert policy is not None
                 self._schedule(key, child, policy)
             else:
-                self._count_restart()
-                core.send(core.self(), _Retry(key))
+                self._count_restart(f"a child failed to restart: {failed.reason!r}")
+                core.send(core.self(), _Retry(key, backoff=False))
             return
         if child.pid is None:  # its start ignored it this time
             del self.children[key]
 
-    def _count_restart(self) -> None:
-        now = time.monotonic()
-        self.restarts.append(now)
-        while self.restarts and self.restarts[0] < now - self.options.max_seconds:
-            self.restarts.popleft()
-        if len(self.restarts) > self.options.max_restarts:
+    def _count_restart(self, why: str) -> None:
+        if count_restart(self.restarts, self.options.max_restarts, self.options.max_seconds):
             _log.error(
-                "%s: reached its restart intensity (%d restarts within %ss); shutting down",
+                "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
                 self.label,
+                why,
                 self.options.max_restarts,
                 self.options.max_seconds,
             )

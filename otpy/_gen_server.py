@@ -64,6 +64,7 @@ runtime makes the instance with ``cls()`` and passes the start arguments to
 from __future__ import annotations
 
 import logging
+import reprlib
 from typing import Any, ClassVar, Final
 
 import attrs
@@ -326,7 +327,7 @@ class GenServer:
         except Stop as stop:
             raise ProcessExit(stop.reason) from None
         except Exception as exc:
-            self._log_crash(exc, "init()")
+            self._log_crash(exc, _During("init()"))
             raise ProcessExit(exc) from None
         if result is IGNORE:
             raise core.StartIgnored()
@@ -381,23 +382,24 @@ class GenServer:
         try:
             self.terminate(reason)
         except Exception as exc:
-            self._log_crash(exc, "terminate()")
+            self._log_crash(exc, _During("terminate()"))
             raise ProcessExit(exc) from None
         if not core.is_normal_exit(reason):
-            self._log_crash(reason, "a callback")
+            self._log_crash(reason, _During("a callback"))
         raise ProcessExit(reason)
 
     def _otpy_crash(self, exc: Exception, msg: Any) -> None:
-        self._log_crash(exc, _describe_message(msg))
+        self._log_crash(exc, msg)
         try:
             self.terminate(exc)
         except Exception as exc2:
-            self._log_crash(exc2, "terminate()")
+            self._log_crash(exc2, _During("terminate()"))
             raise ProcessExit(exc2) from None
         raise ProcessExit(exc)
 
-    def _log_crash(self, reason: Any, during: str) -> None:
-        if core.is_normal_exit(reason):
+    def _log_crash(self, reason: Any, during: Any) -> None:
+        """Log a crash report: who, in which callback (``during``: the message or a _During)."""
+        if core.is_normal_exit(reason) or not _log.isEnabledFor(logging.ERROR):
             return
         name = getattr(self, "_otpy_name", None)
         who = f"{type(self).__name__} {core.self()!r}" + (f" ({name!r})" if name else "")
@@ -407,8 +409,23 @@ class GenServer:
             else None
         )
         _log.error(
-            "GenServer %s terminating in %s\n** Reason: %r", who, during, reason, exc_info=exc_info
+            "GenServer %s terminating in %s\n** Reason: %s",
+            who,
+            during if type(during) is _During else _describe_message(during),
+            _short.repr(reason),
+            exc_info=exc_info,
         )
+
+
+class _During(str):
+    """Names the callback a crash happened in when there is no message to show."""
+
+
+_short = reprlib.Repr()
+_short.maxstring = 200
+_short.maxother = 200
+_short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 20
+"""Shortens the messages and reasons that crash reports print (OTP caps them too)."""
 
 
 _labels: dict[type, str] = {}
@@ -432,9 +449,9 @@ def _kind(cls: type) -> str:
 def _describe_message(msg: Any) -> str:
     kind = type(msg)
     if kind is Call:
-        return f"handle_call({msg.request!r})"
+        return f"handle_call({_short.repr(msg.request)})"
     if kind is tuple and len(msg) == 2 and msg[0] is _CAST:
-        return f"handle_cast({msg[1]!r})"
+        return f"handle_cast({_short.repr(msg[1])})"
     if kind is _ContinueMsg:
-        return f"handle_continue({msg.arg!r})"
-    return f"handle_info({msg!r})"
+        return f"handle_continue({_short.repr(msg.arg)})"
+    return f"handle_info({_short.repr(msg)})"

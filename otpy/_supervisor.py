@@ -80,8 +80,10 @@ __all__ = [
     "Supervisor",
     "SupervisorSpec",
     "child_spec_of",
+    "count_restart",
     "shutdown_children",
     "supervise",
+    "supervisor_label",
 ]
 
 _log = logging.getLogger("otpy.supervisor")
@@ -172,6 +174,21 @@ class ChildCount:
 
 
 ChildCount.__module__ = "otpy"
+
+
+def count_restart(restarts: deque[float], max_restarts: int, max_seconds: float) -> bool:
+    """Record a restart now; True if that makes more than ``max_restarts`` in ``max_seconds``."""
+    now = time.monotonic()
+    restarts.append(now)
+    while restarts and restarts[0] < now - max_seconds:
+        restarts.popleft()
+    return len(restarts) > max_restarts
+
+
+def supervisor_label(kind: str, server: GenServer) -> str:
+    """How a supervisor names itself in its log lines: kind, registered name, pid."""
+    name = getattr(server, "_otpy_name", None)
+    return f"{kind} {name!r} {core.self()!r}" if name is not None else f"{kind} {core.self()!r}"
 
 
 def child_spec_of(child: object) -> ChildSpec:
@@ -333,7 +350,7 @@ def shutdown_children(children: Sequence[tuple[Pid, Any]], who: str) -> None:
 class _Child:
     """A supervisor's record of one child; owned by the supervisor process."""
 
-    __slots__ = ("attempt", "pid", "restarts", "spec", "started_at", "timer")
+    __slots__ = ("attempt", "pid", "restarts", "spec", "started_at", "waiting")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -341,11 +358,10 @@ class _Child:
         self.restarts = 0
         self.attempt = 0  # backoff restarts in a row
         self.started_at = 0.0
-        self.timer: Any = None  # the pending backoff restart, if any
-
-    @property
-    def waiting(self) -> bool:
-        return self.timer is not None
+        # Waiting for a backoff restart: the supervisor's _Restart message for its group
+        # restarts it if it is still waiting then. Stopping or restarting it by hand
+        # meanwhile just clears the flag; the message finds nothing to do for it.
+        self.waiting = False
 
 
 class _Restart:
@@ -375,10 +391,8 @@ class _SupervisorServer(GenServer):
             raise TypeError(
                 f"{type(module).__name__}.init must return otpy.supervise(...); got {spec!r}"
             )
-        self.label = (
-            f"supervisor {core.self()!r}"
-            if module is None
-            else f"{type(module).__name__} {core.self()!r}"
+        self.label = supervisor_label(
+            "Supervisor" if module is None else type(module).__name__, self
         )
         self.strategy = spec.strategy
         self.max_restarts = spec.max_restarts
@@ -387,7 +401,8 @@ class _SupervisorServer(GenServer):
         self.on_start = on_start
         self.restarts: deque[float] = deque()
         self.rng = random.Random()
-        self.children: list[_Child] = []
+        self.children: list[_Child] = []  # in start order
+        self.by_pid: dict[Pid, _Child] = {}  # the running ones
         for child_spec in spec.children:
             child = _Child(child_spec)
             try:
@@ -403,19 +418,20 @@ class _SupervisorServer(GenServer):
     # -- child life cycle --------------------------------------------------------------
 
     def _launch(self, child: _Child) -> None:
-        child.timer = None
+        child.waiting = False
         child.pid = start_child_process(child.spec)
         child.started_at = time.monotonic()
+        if child.pid is not None:
+            self.by_pid[child.pid] = child
         if self.on_start is not None:
             self.on_start(child.spec.id, child.pid)
 
     def _stop(self, children: Sequence[_Child]) -> None:
         """Stop running children one after the other, in the given order."""
         for child in children:
-            if child.timer is not None:
-                core.cancel_timer(child.timer)
-                child.timer = None
+            child.waiting = False
             if child.pid is not None:
+                self.by_pid.pop(child.pid, None)
                 shutdown_children([(child.pid, child.spec.shutdown)], self.label)
                 child.pid = None
                 if self.on_start is not None:
@@ -430,11 +446,6 @@ class _SupervisorServer(GenServer):
                 return child
         raise NotFoundError(child_id)
 
-    def _by_pid(self, pid: Pid) -> _Child | None:
-        for child in self.children:
-            if child.pid == pid:
-                return child
-        return None
 
     # -- callbacks -----------------------------------------------------------------------
 
@@ -471,8 +482,6 @@ class _SupervisorServer(GenServer):
             child = self._find(request[1])
             if child.pid is not None:
                 return AlreadyStartedError(child.pid, child.spec.id, "the child id")
-            if child.timer is not None:
-                core.cancel_timer(child.timer)
             try:
                 self._launch(child)
             except _ChildStartFailed as failed:
@@ -482,8 +491,6 @@ class _SupervisorServer(GenServer):
             child = self._find(request[1])
             if child.pid is not None:
                 return AlreadyStartedError(child.pid, child.spec.id, "the child id")
-            if child.timer is not None:
-                core.cancel_timer(child.timer)
             self.children.remove(child)
             return None
         raise ValueError(f"unknown supervisor request {request!r}")
@@ -503,7 +510,7 @@ class _SupervisorServer(GenServer):
 
     def handle_info(self, message: Any) -> Any:
         if type(message) is Exit:
-            child = self._by_pid(message.pid)
+            child = self.by_pid.pop(message.pid, None)
             if child is not None:
                 self._child_exited(child, message.reason)
             return None
@@ -527,27 +534,35 @@ class _SupervisorServer(GenServer):
             if restart == "temporary":
                 self.children.remove(child)
             return
+        group = self._group(child)
+        backoff = child.spec.backoff or self.backoff
+        if backoff is None:
+            self._count_restart(f"child {child.spec.id!r} ({pid!r}) exited: {reason!r}")
         if not core.is_normal_exit(reason):
             _log.error(
                 "%s: child %r (%r) exited: %r; restarting", self.label, child.spec.id, pid, reason
             )
-        group = self._group(child)
-        backoff = child.spec.backoff or self.backoff
+        group = self._stop_siblings(child, group)
         if backoff is not None:
-            self._stop([c for c in group if c is not child][::-1])
             if time.monotonic() - child.started_at >= backoff.reset_after:
                 child.attempt = 0
             delay = backoff.delay(child.attempt, self.rng)
             child.attempt += 1
             ids = tuple(c.spec.id for c in group)
-            child.timer = core.send_after(delay, core.self(), _Restart(ids, backoff=True))
+            core.send_after(delay, core.self(), _Restart(ids, backoff=True))
             for c in group:
-                if c is not child:
-                    c.timer = child.timer
+                c.waiting = True
             return
-        self._count_restart()
-        self._stop([c for c in group if c is not child][::-1])
         self._restart_group(group, backoff=False)
+
+    def _stop_siblings(self, child: _Child, group: list[_Child]) -> list[_Child]:
+        """Stop the rest of ``child``'s restart group; temporary ones leave for good (as OTP)."""
+        siblings = [c for c in group if c is not child]
+        self._stop(siblings[::-1])
+        for sibling in siblings:
+            if sibling.spec.restart == "temporary":
+                self.children.remove(sibling)
+        return [c for c in group if c is child or c.spec.restart != "temporary"]
 
     def _group(self, child: _Child) -> list[_Child]:
         if self.strategy == "one_for_one":
@@ -556,16 +571,12 @@ class _SupervisorServer(GenServer):
             return list(self.children)
         return self.children[self.children.index(child) :]
 
-    def _count_restart(self) -> None:
-        now = time.monotonic()
-        restarts = self.restarts
-        restarts.append(now)
-        while restarts and restarts[0] < now - self.max_seconds:
-            restarts.popleft()
-        if len(restarts) > self.max_restarts:
+    def _count_restart(self, why: str) -> None:
+        if count_restart(self.restarts, self.max_restarts, self.max_seconds):
             _log.error(
-                "%s: reached its restart intensity (%d restarts within %ss); shutting down",
+                "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
                 self.label,
+                why,
                 self.max_restarts,
                 self.max_seconds,
             )
@@ -575,9 +586,9 @@ class _SupervisorServer(GenServer):
         for child in group:
             if child not in self.children:
                 continue
-            child.timer = None
-            if child.pid is not None:
-                continue
+            if child.pid is not None or (backoff and not child.waiting):
+                continue  # running, or taken care of by hand while it waited
+            child.waiting = False
             child.restarts += 1
             try:
                 self._launch(child)
@@ -587,7 +598,7 @@ class _SupervisorServer(GenServer):
                 )
                 # As OTP: try again (counting toward the intensity), after the other messages.
                 if not backoff:
-                    self._count_restart()
+                    self._count_restart(f"child {failed.child_id!r} failed to restart")
                     rest = group[group.index(child) :]
                     core.send(core.self(), _Restart(tuple(c.spec.id for c in rest), backoff=False))
                 else:

@@ -257,17 +257,23 @@ class _Job:
 
 
 class _Done:
-    __slots__ = ("elapsed", "index", "ok", "stream", "value", "worker")
+    __slots__ = ("elapsed", "finished", "index", "stream", "value", "worker")
 
     def __init__(
-        self, stream: AsyncStream, worker: Pid, index: int, ok: bool, value: Any, elapsed: float
+        self,
+        stream: AsyncStream,
+        worker: Pid,
+        index: int,
+        value: Any,
+        elapsed: float,
+        finished: float,
     ) -> None:
         self.stream = stream
         self.worker = worker
         self.index = index
-        self.ok = ok
         self.value = value
-        self.elapsed = elapsed
+        self.elapsed = elapsed  # seconds the item ran
+        self.finished = finished  # time.monotonic() when it ended
 
 
 class _Worker:
@@ -287,11 +293,12 @@ class _Worker:
 
     def handle(self, msg: Any) -> None:
         if type(msg) is _Job:
-            start = time.perf_counter()
+            start = time.monotonic()
             value = self.fn(msg.item)  # a crash ends the worker: the owner sees its Down
-            elapsed = time.perf_counter() - start
+            finished = time.monotonic()
             assert self.pid is not None
-            core.send(self.owner, _Done(msg.stream, self.pid, msg.index, True, value, elapsed))
+            done = _Done(msg.stream, self.pid, msg.index, value, finished - start, finished)
+            core.send(self.owner, done)
         elif type(msg) is Down and msg.ref == self.owner_ref:
             raise ProcessExit("normal")  # the owner is gone: so is the worker
 
@@ -462,33 +469,33 @@ class AsyncStream(Iterator[Result]):
     def _wait(self) -> None:
         deadline = min(d for (_, _, d) in self._running.values())
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining > 0:
+            self._collect(None if remaining == float("inf") else remaining)
+        elif not self._collect(0.0):  # results that came in time, while we were busy, first
             self._expire()
-            return
-        self._collect(None if remaining == float("inf") else remaining)
 
-    def _collect(self, timeout: float | None) -> None:
+    def _collect(self, timeout: float | None) -> bool:
+        """Handle one result or worker exit; False if none came within ``timeout``."""
         try:
             msg = core.receive(timeout=timeout, match=self._match)
         except Timeout:
-            if timeout == 0.0:
-                return
-            self._expire()
-            return
+            if timeout != 0.0:
+                self._expire()
+            return False
         if type(msg) is _Done:
             running = self._running.pop(msg.worker, None)
             if running is None:
-                return  # the worker was stopped (timed out) as it finished
+                return True  # the worker was stopped (timed out) as it finished
             index, item, deadline = running
             self._idle.append(msg.worker)
             # Decaying cost: one slow item raises it at once, each quick one halves it.
             self._cost = max(msg.elapsed, self._cost * 0.5) if self._measured else msg.elapsed
             self._measured = True
-            if time.monotonic() > deadline:
+            if msg.finished > deadline:  # it overran, on our thread (or we noticed late)
                 self._timed_out(msg.worker, index, item, kill=False)
             else:
                 self._ready[index] = ("ok", msg.value)
-            return
+            return True
         worker, reason = msg.pid, msg.reason
         self._refs.pop(worker, None)
         if worker in self._idle:
@@ -499,6 +506,7 @@ class AsyncStream(Iterator[Result]):
         if running is not None:
             index, item, _ = running
             self._ready[index] = ("exit", (item, reason) if self._zip else reason)
+        return True
 
     def _expire(self) -> None:
         now = time.monotonic()

@@ -145,8 +145,9 @@ class TestPingPong:
 
 
 class TestDemoCommand:
-    def test_demo_registry_names_the_three_demos(self) -> None:
+    def test_demo_registry_names_the_demos_main_one_first(self) -> None:
         assert [name for name, _ in otpy.demos.list_demos()] == [
+            "supervision",
             "ping_pong",
             "kv_store",
             "url_checker",
@@ -161,7 +162,7 @@ class TestDemoCommand:
         self, error: type[Exception]
     ) -> None:
         with pytest.raises(
-            error, match=r"^there is no demo named 'nope'; choose one of: ping_pong"
+            error, match=r"^there is no demo named 'nope'; choose one of: supervision, ping_pong"
         ):
             otpy.demos.run("nope", [])
 
@@ -181,3 +182,104 @@ class TestDemoCommand:
         out = run_python("-m", "otpy", "demo", "ping_pong", "--rounds", "2").stdout
         assert "  ping: got ('pong', 2)" in out
         assert "ping 3" not in out
+
+
+class TestSupervision:
+    SHORT = ("--events", "4", "--pause", "0.1")
+
+    def test_chaos_kills_are_restarted_and_the_billing_failure_climbs_to_root(self) -> None:
+        out = without_pids(run_python("examples/supervision.py", *self.SHORT).stdout)
+        lines = out.splitlines()
+
+        assert lines[0] == "otpy supervision demo: seed 1, 4 chaos events"
+        start = lines.index(
+            "started the tree, 3 sessions; 20 orders placed as tasks: 5 on partition 0, "
+            "4 on partition 1, 5 on partition 2, 6 on partition 3"
+        )
+        assert lines[start + 1 : start + 18] == [
+            "  root                 supervisor             one_for_one  <pid>",
+            "  +-- registry         registry   restarts=0  entries=3    <pid>",
+            "  +-- sessions         supervisor restarts=0               <pid>",
+            "  |   +-- alice        session    restarts=0               <pid>",
+            "  |   +-- bob          session    restarts=0               <pid>",
+            "  |   `-- carol        session    restarts=0               <pid>",
+            "  +-- workers          supervisor restarts=0               <pid>",
+            "  |   +-- 0            counter    restarts=0  count=5      <pid>",
+            "  |   +-- 1            counter    restarts=0  count=4      <pid>",
+            "  |   +-- 2            counter    restarts=0  count=5      <pid>",
+            "  |   `-- 3            counter    restarts=0  count=6      <pid>",
+            "  +-- tasks            supervisor restarts=0               <pid>",
+            "  `-- billing          supervisor restarts=0               <pid>",
+            "      +-- invoicer     worker     restarts=0               <pid>",
+            "      `-- ledger       worker     restarts=0               <pid>",
+            "",
+            "chaos: 4 events, 0.1s apart; each places 4 orders, then kills a victim drawn with "
+            "random.Random(1)",
+        ]
+
+        # Four events, each a kill followed by its supervisor's restart.
+        events = [i for i, line in enumerate(lines) if line.startswith("[event ")]
+        assert [lines[i].split("]")[0] for i in events] == [f"[event {n}" for n in (1, 2, 3, 4)]
+        for i in events:
+            assert lines[i + 1].startswith("  chaos kills "), lines[i + 1]
+            assert lines[i + 2].startswith("  log: "), lines[i + 2]
+            assert re.match(r"  \w+ restarted '?\w+'? \(restart \d+\): <pid>", lines[i + 3]), lines[
+                i + 3
+            ]
+        assert sum(line.startswith("  |   `-- chaos ") for line in lines) == 4
+
+        # The finale: two restarts of the ledger, then billing gives up and root restarts it.
+        finale = lines[lines.index(next(x for x in lines if x.startswith("finale:"))) :]
+        assert finale[0] == (
+            "finale: 'billing' allows 2 restarts within 2.0s; its ledger gets 3 bad entries in a row"
+        )
+        expected = [
+            "[crash 1] cast ('post', 'ten euros') to ledger <pid>: handle_cast raises",
+            "  billing restarted ledger (restart 1): <pid>",
+            "[crash 2] cast ('post', 'ten euros') to ledger <pid>: handle_cast raises",
+            "  billing restarted ledger (restart 2): <pid>",
+            "[crash 3] cast ('post', 'ten euros') to ledger <pid>: handle_cast raises",
+            "  log: Supervisor 'billing' <pid>: child 'ledger' (<pid>) exited: "
+            "TypeError(\"not an amount: 'ten euros'\"); that reaches its restart intensity "
+            "(2 restarts within 2.0s): shutting down",
+            "  billing gave up: restart 3 within 2.0s would be more than max_restarts=2, "
+            "so it stopped invoicer and exited with 'shutdown'",
+            "  the failure climbed to root, which restarted billing (restart 1): <pid>, "
+            "with a fresh invoicer and ledger",
+            "  `-- billing          supervisor restarts=1               <pid>",
+            "      +-- invoicer     worker     restarts=0               <pid>",
+            "      `-- ledger       worker     restarts=0               <pid>",
+            "stopping root: its children stop in reverse start order",
+            "  down: billing ('shutdown'), tasks ('shutdown'), workers ('shutdown'), "
+            "sessions ('shutdown'), registry ('shutdown')",
+            "  root down ('normal')",
+        ]
+        positions = [finale.index(line) for line in expected]
+        assert positions == sorted(positions), "the finale's lines are out of order"
+        assert finale[-1] == "  root down ('normal')"
+        assert sum("terminating in handle_cast" in line for line in finale) == 3
+
+    def test_the_same_seed_gives_the_same_run_apart_from_pids(self) -> None:
+        args = ("examples/supervision.py", "--seed", "5", "--events", "6", "--pause", "0.05")
+        first = without_pids(run_python(*args).stdout)
+        second = without_pids(run_python(*args).stdout)
+        assert first == second
+        assert first.count("  chaos kills ") == 6
+
+    def test_another_seed_picks_other_victims(self) -> None:
+        def victims(seed: str) -> list[str]:
+            out = run_python("examples/supervision.py", "--seed", seed, *self.SHORT).stdout
+            return [line for line in without_pids(out).splitlines() if "chaos kills" in line]
+
+        assert victims("1") != victims("2")
+
+    @pytest.mark.skipif(
+        not (ROOT / "otpy" / "__main__.py").is_file(), reason="python -m otpy is not written yet"
+    )
+    def test_python_m_otpy_demo_supervision_runs_it(self) -> None:
+        out = run_python(
+            "-m", "otpy", "demo", "supervision", "--events", "1", "--pause", "0"
+        ).stdout
+        assert "[event 1] " in out
+        assert "[event 2] " not in out
+        assert out.splitlines()[-1] == "  root down ('normal')"

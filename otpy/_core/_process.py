@@ -220,6 +220,7 @@ class Process:
         "__weakref__",
         "_async_sent",
         "_body",
+        "_dying",
         "_handler",
         "_hooks",
         "_init",
@@ -247,7 +248,7 @@ class Process:
         "trap",
     )
 
-    # _lock guards alive, reason, name, trap, _links, _monitors, _monitoring,
+    # _lock guards alive, _dying, reason, name, trap, _links, _monitors, _monitoring,
     # _watchers, _hooks, _wait, _ts (writes) and _async_sent.
     # Owned by whoever runs the process (holds _sched, or is its body thread):
     # _saved, _init, inline_cost (seconds per handled message, decaying: a slow
@@ -264,6 +265,7 @@ class Process:
         self._sched = threading.Lock()
         self._lock = threading.Lock()
         self.alive = True
+        self._dying = False  # set once, by the first die(); alive turns False after the hooks
         self.reason: Any = None
         self.name: str | None = None
         self.trap = False
@@ -503,17 +505,30 @@ class Process:
     # -- death -------------------------------------------------------------
 
     def die(self, reason: Any) -> bool:
-        """End the process with ``reason`` now; False if it was already dead."""
+        """End the process with ``reason`` now; False if it was already dead (or dying).
+
+        Exit hooks run first, while the process still counts as alive: a link
+        or monitor set meanwhile is set on a live process and fires after the
+        hooks, so nobody can see the process dead before the hooks' effect.
+        """
         with self._lock:
-            if not self.alive:
+            if self._dying:
                 return False
+            self._dying = True
+            hooks, self._hooks = self._hooks, None
+        if hooks:
+            for hook in hooks:
+                try:
+                    hook(self.pid, reason)
+                except BaseException:
+                    _log.critical("this is a bug in otpy: exit hook %r failed", hook, exc_info=True)
+        with self._lock:
             self.alive = False
             self.reason = reason
             links, self._links = self._links, None
             monitors, self._monitors = self._monitors, None
             monitoring, self._monitoring = self._monitoring, None
             watchers, self._watchers = self._watchers, None
-            hooks, self._hooks = self._hooks, None
             wait, self._wait = self._wait, None
             name, self.name = self.name, None
             ts = self._ts
@@ -526,12 +541,6 @@ class Process:
         if ts is not None and ts.proc is self and not ts.waiting and not self.thread_owned:
             self.rt.haunted_by(self, ts)
         self.rt.forget(self, name)
-        if hooks:
-            for hook in hooks:
-                try:
-                    hook(self.pid, reason)
-                except BaseException:
-                    _log.critical("this is a bug in otpy: exit hook %r failed", hook, exc_info=True)
         if monitoring:
             for ref, target in monitoring.items():
                 target.drop_monitor(ref)
@@ -651,7 +660,7 @@ class Process:
         False (and the hook is not kept) if the process is dead already.
         """
         with self._lock:
-            if not self.alive:
+            if self._dying:
                 return False
             if self._hooks is None:
                 self._hooks = []

@@ -26,6 +26,10 @@ from typing import Protocol, cast
 __all__ = ["DEMOS", "UnknownDemoError", "list_demos", "main", "run"]
 
 DEMOS: dict[str, tuple[str, str]] = {
+    "supervision": (
+        "supervision",
+        "a live supervision tree under chaos: restarts, and a failure that climbs the tree",
+    ),
     "ping_pong": (
         "ping_pong",
         "two raw processes play ping-pong: spawn, send, selective receive, monitor and Down",
