@@ -1,4 +1,4 @@
-"""The public surface of API.md (Runtime, Processes, GenServer, Agent, Task, Errors) is exported."""
+"""The public surface of API.md is exported: every section's names, and nothing private."""
 
 from __future__ import annotations
 
@@ -55,7 +55,19 @@ ERRORS = [
     "MaxChildrenError",
     "NotFoundError",
 ]
-PUBLIC = RUNTIME + PROCESSES + GEN_SERVER + AGENT + TASK + ERRORS
+SUPERVISION = [
+    "Supervisor",
+    "supervise",
+    "ChildInfo",
+    "ChildCount",
+    "DynamicSupervisor",
+    "PartitionSupervisor",
+    "partition",
+    "Registry",
+    "TaskSupervisor",
+    "Backoff",
+]
+PUBLIC = RUNTIME + PROCESSES + GEN_SERVER + AGENT + TASK + ERRORS + SUPERVISION
 
 CLASSES = [
     "Runtime",
@@ -69,6 +81,11 @@ CLASSES = [
     "ChildSpec",
     "Agent",
     "Task",
+    "Supervisor",
+    "DynamicSupervisor",
+    "PartitionSupervisor",
+    "Registry",
+    "TaskSupervisor",
     *ERRORS,
 ]
 
@@ -100,6 +117,52 @@ METHODS = {
         "start",
         "start_link",
         "async_stream",
+    ],
+    "Supervisor": [
+        "start_link",
+        "which_children",
+        "count_children",
+        "start_child",
+        "terminate_child",
+        "restart_child",
+        "delete_child",
+        "stop",
+        "child_spec",
+    ],
+    "DynamicSupervisor": [
+        "start_link",
+        "start_child",
+        "terminate_child",
+        "which_children",
+        "count_children",
+        "stop",
+    ],
+    "PartitionSupervisor": ["start_link", "stop"],
+    "Registry": [
+        "start_link",
+        "stop",
+        "register",
+        "unregister",
+        "lookup",
+        "keys",
+        "values",
+        "count",
+        "match",
+        "dispatch",
+        "update_value",
+        "meta",
+        "put_meta",
+    ],
+    "TaskSupervisor": [
+        "start_link",
+        "async_",
+        "async_nolink",
+        "start_child",
+        "async_stream",
+        "async_stream_nolink",
+        "children",
+        "terminate_child",
+        "stop",
     ],
 }
 
