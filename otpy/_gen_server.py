@@ -173,8 +173,7 @@ class GenServer:
     """Whether callers may run this server's handlers on their own thread (see above)."""
 
     # Attributes the runtime keeps on the instance (prefixed to stay out of the user's way):
-    # _otpy_parent: the pid that started the server; _otpy_name: its name, for crash reports.
-    _otpy_parent: Pid | None
+    # _otpy_name: its name, for crash reports.
     _otpy_name: object
 
     # -- starting ------------------------------------------------------------
@@ -201,13 +200,19 @@ class GenServer:
     def _start(
         cls, args: tuple[Any, ...], kwargs: dict[str, Any], name: object, link: bool
     ) -> Pid | None:
+        return cls()._otpy_spawn(args, kwargs, name, link)
+
+    def _otpy_spawn(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], name: object, link: bool
+    ) -> Pid | None:
+        """Start the process that this instance will be the state of."""
         _check_name(name)
-        server = cls()
         if name is not None:
-            server._otpy_name = name
+            self._otpy_name = name
+        cls = type(self)
         return core.spawn_reactive(
-            server._otpy_handle,
-            server._otpy_init,
+            self._otpy_handle,
+            self._otpy_init,
             (args, kwargs),
             link=link,
             name=name,
@@ -321,7 +326,6 @@ class GenServer:
     # -- inside the process -----------------------------------------------------------
 
     def _otpy_init(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self._otpy_parent = core.parent()
         try:
             result = self.init(*args, **kwargs)
         except Stop as stop:
@@ -356,7 +360,7 @@ class GenServer:
                     self._otpy_continue(result.arg)
             elif kind is _ContinueMsg:
                 self._otpy_continue(msg.arg)
-            elif kind is Exit and msg.pid == self._otpy_parent:
+            elif kind is Exit and msg.pid == core.parent():
                 # Only a trapping process gets Exit messages; one from the parent means stop.
                 self._otpy_stop(msg.reason, None)
             else:

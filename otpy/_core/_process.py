@@ -352,6 +352,7 @@ class Process:
         # The caller holds _sched (taken by whoever queued us).
         ts = thread_state()
         prev = self._enter(ts)
+        left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
                 init = self._init
@@ -386,11 +387,14 @@ class Process:
                     )
             finally:
                 self._leave(ts, prev)
+                left = True
         except ProcessExit as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.die(exc.reason if self.alive else self.reason)
         except BaseException as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.crash(exc)
         self._release_sched()
 
@@ -418,6 +422,7 @@ class Process:
         handler = self._handler
         assert handler is not None, "this is a bug in otpy: reactive process without handler"
         prev = self._enter(ts)
+        left = False  # whether _leave ran (an interrupt may cut it short)
         ts.depth += 1
         start = time.monotonic()
         try:
@@ -427,14 +432,18 @@ class Process:
                 ts.depth -= 1
                 self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
                 self._leave(ts, prev)
+                left = True
         except ProcessExit as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.die(exc.reason if self.alive else self.reason)
         except Exception as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.crash(exc)
         except BaseException as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.crash(exc)
             raise
         finally:
@@ -445,6 +454,7 @@ class Process:
         init = self._init
         self._init = None
         prev = self._enter(ts)
+        left = False  # whether _leave ran (an interrupt may cut it short)
         ts.depth += 1
         try:
             try:
@@ -453,14 +463,18 @@ class Process:
             finally:
                 ts.depth -= 1
                 self._leave(ts, prev)
+                left = True
         except ProcessExit as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.die(exc.reason if self.alive else self.reason)
         except Exception as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.crash(exc)
         except BaseException as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.crash(exc)
             raise
         finally:
@@ -473,17 +487,21 @@ class Process:
         fn, args, kwargs = body
         ts = thread_state()
         prev = self._enter(ts)
+        left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
                 if self.alive:
                     fn(*args, **kwargs)
             finally:
                 self._leave(ts, prev)
+                left = True
         except ProcessExit as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.die(exc.reason if self.alive else self.reason)
         except BaseException as exc:
-            self._leave(ts, prev)
+            if not left:
+                self._leave(ts, prev)
             self.crash(exc)
         else:
             self.die(NORMAL)
@@ -516,22 +534,17 @@ class Process:
                 return False
             self._dying = True
             hooks, self._hooks = self._hooks, None
+            if not hooks:
+                settled = self._settle(reason)
         if hooks:
             for hook in hooks:
                 try:
                     hook(self.pid, reason)
                 except BaseException:
                     _log.critical("this is a bug in otpy: exit hook %r failed", hook, exc_info=True)
-        with self._lock:
-            self.alive = False
-            self.reason = reason
-            links, self._links = self._links, None
-            monitors, self._monitors = self._monitors, None
-            monitoring, self._monitoring = self._monitoring, None
-            watchers, self._watchers = self._watchers, None
-            wait, self._wait = self._wait, None
-            name, self.name = self.name, None
-            ts = self._ts
+            with self._lock:
+                settled = self._settle(reason)
+        links, monitors, monitoring, watchers, wait, name, ts = settled
         if not self._q.empty():
             self._drain()
         if ts is not None:  # a thread runs its code: wake it if it waits on the mailbox
@@ -555,6 +568,25 @@ class Process:
             for ref, watcher in monitors.items():
                 watcher.deliver(Down(ref, pid, reason))
         return True
+
+    def _settle(self, reason: Any) -> tuple[Any, ...]:
+        """Mark the process dead and take what its death must settle (``_lock`` held)."""
+        self.alive = False
+        self.reason = reason
+        settled = (
+            self._links,
+            self._monitors,
+            self._monitoring,
+            self._watchers,
+            self._wait,
+            self.name,
+            self._ts,
+        )
+        self._links = self._monitors = self._monitoring = None
+        self._watchers = None
+        self._wait = None
+        self.name = None
+        return settled
 
     def interrupt(self, ts: ThreadState) -> None:
         """Best effort: raise ProcessExit in the thread still running a dead process's code."""
