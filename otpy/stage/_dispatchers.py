@@ -28,8 +28,8 @@ __all__ = [
     "BroadcastDispatcher",
     "DemandDispatcher",
     "Dispatcher",
-    "PartitionDispatcher",
     "Outbox",
+    "PartitionDispatcher",
     "Subscription",
 ]
 
