@@ -1,7 +1,8 @@
-"""Shared fixtures: every test gets its own Runtime and must leave nothing behind."""
+"""Shared fixtures and helpers: every test gets its own Runtime and must leave nothing behind."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -9,6 +10,39 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import otpy
+
+WAIT = 5.0
+"""Deadline for something that must happen; a passing test never waits this long."""
+
+
+def recv(match=None, timeout: float = WAIT):
+    """The next message (that ``match`` accepts), within ``timeout``."""
+    return otpy.receive(timeout=timeout, match=match)
+
+
+def down_of(ref):
+    """Matches the Down of monitor ``ref``."""
+    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
+
+
+def exit_from(pid):
+    """Matches an Exit from ``pid``."""
+    return lambda m: isinstance(m, otpy.Exit) and m.pid == pid
+
+
+def tagged(tag):
+    """Matches a tuple message whose first item is ``tag``."""
+    return lambda m: type(m) is tuple and len(m) >= 1 and m[0] == tag
+
+
+def idle() -> None:
+    """A process body: wait until told "stop"."""
+    otpy.receive(match=lambda m: m == "stop")
+
+
+def raise_(exc: BaseException) -> None:
+    """A process body that raises ``exc``."""
+    raise exc
 
 
 def wait_until(
@@ -19,7 +53,16 @@ def wait_until(
     while not predicate():
         if time.monotonic() > deadline:
             pytest.fail(f"condition {predicate!r} not met within {timeout}s")
-        time.sleep(interval)  # noqa: polling with a deadline
+        time.sleep(interval)  # noqa: SLEEP001 polling with a deadline
+
+
+@pytest.fixture
+def trap(runtime: otpy.Runtime) -> Iterator[None]:
+    """The test's own process traps exits while the test runs."""
+    otpy.trap_exits(True)
+    yield
+    with contextlib.suppress(otpy.ExitError):
+        otpy.trap_exits(False)
 
 
 @pytest.fixture
@@ -36,6 +79,6 @@ def runtime() -> Iterator[otpy.Runtime]:
         extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
         if not extra or time.monotonic() > deadline:
             break
-        time.sleep(0.005)  # noqa: polling with a deadline
+        time.sleep(0.005)  # noqa: SLEEP001 polling with a deadline
     assert not extra, f"threads left behind: {extra}"
     assert not leftover, f"processes left behind by the test: {leftover}"

@@ -2,39 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
 
 import pytest
+from conftest import WAIT, down_of, exit_from, recv
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
-
-WAIT = 5.0
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def exit_from(pid):
-    return lambda m: isinstance(m, otpy.Exit) and m.pid == pid
 
 
 class TestStartLink:
@@ -86,7 +63,7 @@ class TestGet:
         agent = otpy.Agent.start_link(lambda: 0)
 
         def slow(state):
-            time.sleep(0.3)  # noqa: sleep is the behaviour (a slow function)
+            time.sleep(0.3)  # noqa: SLEEP001 sleep is the behaviour (a slow function)
             return state
 
         start = time.monotonic()
@@ -157,7 +134,7 @@ class TestUpdate:
         agent = otpy.Agent.start_link(lambda: 0)
 
         def slow(state):
-            time.sleep(0.3)  # noqa: sleep is the behaviour (a slow function)
+            time.sleep(0.3)  # noqa: SLEEP001 sleep is the behaviour (a slow function)
             return state + 1
 
         with pytest.raises(otpy.Timeout):

@@ -8,35 +8,20 @@ stress test.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import down_of, exit_from, raise_, recv, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(60)
 
-WAIT = 5.0
 DS = otpy.DynamicSupervisor
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
 
 
 def nothing_pending(match) -> bool:
@@ -47,14 +32,6 @@ def nothing_pending(match) -> bool:
     return False
 
 
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def exit_from(pid):
-    return lambda m: isinstance(m, otpy.Exit) and m.pid == pid
-
-
 def event(kind, tag=None):
     return lambda m: (
         type(m) is tuple and len(m) >= 3 and m[0] == kind and (tag is None or m[1] == tag)
@@ -63,10 +40,6 @@ def event(kind, tag=None):
 
 def started(tag=None) -> otpy.Pid:
     return recv(event("started", tag))[2]
-
-
-def raise_(exc: BaseException):
-    raise exc
 
 
 class Worker(otpy.GenServer):
@@ -99,7 +72,7 @@ class Worker(otpy.GenServer):
     def terminate(self, reason):
         otpy.send(self.observer, ("terminate", self.tag, otpy.self(), reason))
         if self.on_terminate is not None:
-            otpy.sleep(self.on_terminate)  # noqa: sleep is the behaviour (a slow terminate)
+            otpy.sleep(self.on_terminate)  # noqa: SLEEP001 sleep is the behaviour (a slow terminate)
             otpy.send(self.observer, ("terminated", self.tag, otpy.self(), reason))
 
 

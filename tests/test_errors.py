@@ -7,16 +7,15 @@ that caused it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import pytest
+from conftest import idle, raise_, recv
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
 
-WAIT = 5.0
 
 ALL_ERRORS = [
     "Timeout",
@@ -28,26 +27,6 @@ ALL_ERRORS = [
     "MaxChildrenError",
     "NotFoundError",
 ]
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def raise_(exc: BaseException) -> None:
-    raise exc
-
-
-def idle() -> None:
-    otpy.receive(match=lambda m: m == "stop")
 
 
 def needs(*names: str) -> None:

@@ -14,49 +14,14 @@ import threading
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import WAIT, down_of, exit_from, idle, raise_, recv, tagged, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
 
-WAIT = 5.0
-
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def exit_from(pid):
-    return lambda m: isinstance(m, otpy.Exit) and m.pid == pid
-
-
-def tagged(tag):
-    return lambda m: type(m) is tuple and len(m) >= 1 and m[0] == tag
-
-
-def idle() -> None:
-    otpy.receive(match=lambda m: m == "stop")
-
-
-def raise_(exc: BaseException) -> None:
-    raise exc
 
 
 class Probe(otpy.GenServer):
@@ -83,7 +48,7 @@ class Probe(otpy.GenServer):
             case "log":
                 return list(self.log)
             case ("sleep", seconds):
-                time.sleep(seconds)  # noqa: sleep is the behaviour (a slow handler)
+                time.sleep(seconds)  # noqa: SLEEP001 sleep is the behaviour (a slow handler)
                 return ("slept", seconds)
             case ("raise", exc):
                 raise exc
@@ -816,7 +781,7 @@ class SlowTerminate(otpy.GenServer):
         self.seconds = seconds
 
     def terminate(self, reason):
-        time.sleep(self.seconds)  # noqa: sleep is the behaviour (a slow terminate)
+        time.sleep(self.seconds)  # noqa: SLEEP001 sleep is the behaviour (a slow terminate)
 
 
 class TestStop:

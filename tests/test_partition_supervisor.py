@@ -8,7 +8,6 @@ follows a restarted partition), start failures and stopping.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -16,35 +15,17 @@ import subprocess
 import sys
 
 import pytest
-from conftest import wait_until
+from conftest import down_of, recv, wait_until
 
 import otpy
 from otpy._partition_supervisor import stable_hash
 
 pytestmark = pytest.mark.timeout(60)
 
-WAIT = 5.0
 PS = otpy.PartitionSupervisor
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
 
 
 class Shard(otpy.GenServer):

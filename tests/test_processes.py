@@ -16,50 +16,14 @@ import time
 
 import attrs
 import pytest
-from conftest import wait_until
+from conftest import WAIT, down_of, exit_from, idle, raise_, recv, tagged, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
 
-WAIT = 5.0  # deadline for something that must happen; a pass never waits this long
-
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def exit_from(pid):
-    return lambda m: isinstance(m, otpy.Exit) and m.pid == pid
-
-
-def tagged(tag):
-    return lambda m: type(m) is tuple and len(m) >= 1 and m[0] == tag
-
-
-def idle() -> None:
-    """Wait until told "stop"."""
-    otpy.receive(match=lambda m: m == "stop")
-
-
-def raise_(exc: BaseException) -> None:
-    raise exc
 
 
 def crash_on_go(exc: BaseException) -> None:
@@ -504,7 +468,7 @@ class TestExit:
         def zombie():
             try:
                 sleeping.set()
-                time.sleep(0.3)  # noqa: sleep is the behaviour (blocking otpy cannot see)
+                time.sleep(0.3)  # noqa: SLEEP001 sleep is the behaviour (blocking otpy cannot see)
                 otpy.send(me, "from beyond the grave")
             finally:
                 finished.set()

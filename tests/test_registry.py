@@ -15,31 +15,18 @@ import zlib
 from collections import deque
 
 import pytest
-from conftest import wait_until
+from conftest import WAIT, down_of, recv, tagged, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(60)
 
-WAIT = 5.0
 
 Registry = otpy.Registry
 via = otpy.via
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def tagged(tag):
-    return lambda m: type(m) is tuple and len(m) >= 1 and m[0] == tag
 
 
 def no_message(match, timeout: float = 0.05) -> bool:

@@ -16,20 +16,11 @@ import threading
 import time
 
 import pytest
+from conftest import WAIT, idle, recv
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
-
-WAIT = 5.0
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def idle() -> None:
-    otpy.receive(match=lambda m: m == "stop")
 
 
 def in_thread(fn):
@@ -225,7 +216,7 @@ class TestThreads:
             with lock:
                 running += 1
                 peak = max(peak, running)
-            time.sleep(0.05)  # noqa: sleep is the behaviour (blocking otpy cannot see holds a thread)
+            time.sleep(0.05)  # noqa: SLEEP001 sleep is the behaviour (blocking otpy cannot see holds a thread)
             with lock:
                 running -= 1
             otpy.send(parent, "done")

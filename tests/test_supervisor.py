@@ -9,36 +9,20 @@ restart with backoff, and stress tests of the kill/restart race.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import random
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import down_of, exit_from, raise_, recv, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(60)
 
-WAIT = 5.0
-
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
 
 
 def nothing_pending(match) -> bool:
@@ -48,14 +32,6 @@ def nothing_pending(match) -> bool:
     except otpy.Timeout:
         return True
     return False
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def exit_from(pid):
-    return lambda m: isinstance(m, otpy.Exit) and m.pid == pid
 
 
 def event(kind, tag=None):
@@ -68,10 +44,6 @@ def event(kind, tag=None):
 def started(tag=None) -> otpy.Pid:
     """Wait until the Worker ``tag`` reports that it started; its pid."""
     return recv(event("started", tag))[2]
-
-
-def raise_(exc: BaseException):
-    raise exc
 
 
 def fail_with(exc: BaseException):
@@ -130,7 +102,7 @@ class Worker(otpy.GenServer):
         if self.on_terminate == "block":
             otpy.receive(match=lambda m: False)
         elif self.on_terminate is not None:
-            otpy.sleep(self.on_terminate)  # noqa: sleep is the behaviour (a slow terminate)
+            otpy.sleep(self.on_terminate)  # noqa: SLEEP001 sleep is the behaviour (a slow terminate)
             self.tell("terminated", reason)
 
 
@@ -802,7 +774,7 @@ class TestRestartIntensity:
         for _ in range(3):
             crash_and_wait(pid)
             pid = started("c")
-            time.sleep(0.15)  # noqa: sleep is the behaviour (let the restart leave the window)
+            time.sleep(0.15)  # noqa: SLEEP001 sleep is the behaviour (let the restart leave the window)
         assert otpy.is_alive(sup)
 
     def test_a_one_for_all_restart_of_several_children_counts_once(self, runtime, trap, caplog):
@@ -1318,7 +1290,7 @@ class TestBackoff:
         delays = []
         for stay_up in (0, 0, 0, 0.25):
             if stay_up:
-                time.sleep(stay_up)  # noqa: sleep is the behaviour (stay up past reset_after)
+                time.sleep(stay_up)  # noqa: SLEEP001 sleep is the behaviour (stay up past reset_after)
             crashed_at = time.monotonic()
             otpy.GenServer.cast(pid, "crash")
             _, _, pid, at = recv(event("started", "flaky"))

@@ -6,7 +6,6 @@ async_stream with its ordering, concurrency, laziness and timeout options.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
 import os
@@ -14,41 +13,14 @@ import threading
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import WAIT, down_of, raise_, recv, tagged, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
 
-WAIT = 5.0
-
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def tagged(tag):
-    return lambda m: type(m) is tuple and len(m) >= 1 and m[0] == tag
-
-
-def raise_(exc: BaseException) -> None:
-    raise exc
 
 
 def wait_for_go(parent, value):

@@ -8,35 +8,20 @@ max_children, stop, and use under a Supervisor.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import down_of, raise_, recv, tagged, wait_until
 
 import otpy
 
 pytestmark = pytest.mark.timeout(60)
 
-WAIT = 5.0
 TS = otpy.TaskSupervisor
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def trap(runtime: otpy.Runtime):
-    """The test's own process traps exits while the test runs."""
-    otpy.trap_exits(True)
-    yield
-    with contextlib.suppress(otpy.ExitError):
-        otpy.trap_exits(False)
-
-
-def recv(match=None, timeout: float = WAIT):
-    return otpy.receive(timeout=timeout, match=match)
 
 
 def nothing_pending(match) -> bool:
@@ -45,18 +30,6 @@ def nothing_pending(match) -> bool:
     except otpy.Timeout:
         return True
     return False
-
-
-def down_of(ref):
-    return lambda m: isinstance(m, otpy.Down) and m.ref == ref
-
-
-def tagged(tag):
-    return lambda m: type(m) is tuple and len(m) >= 1 and m[0] == tag
-
-
-def raise_(exc: BaseException):
-    raise exc
 
 
 def wait_for_go(parent, value):
@@ -88,7 +61,7 @@ class Concurrency:
         with self.lock:
             self.now += 1
             self.peak = max(self.peak, self.now)
-        otpy.sleep(0.02)  # noqa: sleep is the behaviour (each item takes a while)
+        otpy.sleep(0.02)  # noqa: SLEEP001 sleep is the behaviour (each item takes a while)
         with self.lock:
             self.now -= 1
         return x

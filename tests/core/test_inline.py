@@ -18,7 +18,7 @@ class Probe(otpy.GenServer):
             case "where":
                 return threading.get_ident(), otpy.self()
             case ("sleep", seconds):
-                time.sleep(seconds)  # noqa: sleep is the behaviour (a slow handler)
+                time.sleep(seconds)  # noqa: SLEEP001 sleep is the behaviour (a slow handler)
                 return "slept"
             case "crash":
                 raise ValueError("crash in handler")

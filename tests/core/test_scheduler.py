@@ -147,5 +147,5 @@ def test_process_info_shows_a_process_waiting_in_receive(runtime):
     deadline = time.monotonic() + 5
     while otpy.process_info(pid).status != "waiting":  # type: ignore[union-attr]
         assert time.monotonic() < deadline
-        time.sleep(0.001)  # noqa: polling with a deadline
+        time.sleep(0.001)  # noqa: SLEEP001 polling with a deadline
     otpy.exit(pid, "kill")
