@@ -118,3 +118,23 @@ class ChildSpec:
 
 
 ChildSpec.__module__ = "otpy"
+
+
+def spec_with(
+    id: Any,
+    start: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]],
+    *,
+    restart: str | None = None,
+    shutdown: Any = attrs.NOTHING,
+    type: str = "worker",
+) -> ChildSpec:
+    """A ChildSpec, leaving ``restart`` and ``shutdown`` at their defaults unless given.
+
+    What every ``child_spec(..., id=, restart=, shutdown=)`` classmethod builds.
+    """
+    changes: dict[str, Any] = {}
+    if restart is not None:
+        changes["restart"] = restart
+    if shutdown is not attrs.NOTHING:
+        changes["shutdown"] = shutdown
+    return ChildSpec(id=id, start=start, type=type, **changes)  # type: ignore[arg-type]

@@ -311,18 +311,9 @@ class DynamicSupervisor:
         return _start_server(DynamicSupervisorServer, (options,), name, link=True)
 
     @staticmethod
-    def start(
-        *,
-        max_children: int | None = None,
-        max_restarts: int = 3,
-        max_seconds: float = 5.0,
-        extra_args: Sequence[Any] = (),
-        backoff: Backoff | None = None,
-        name: object = None,
-    ) -> Pid:
-        """Like :meth:`start_link`, without the link."""
-        options = _options(max_children, max_restarts, max_seconds, extra_args, backoff)
-        return _start_server(DynamicSupervisorServer, (options,), name, link=False)
+    def start(*, name: object = None, **options: Any) -> Pid:
+        """Like :meth:`start_link` (same options), without the link."""
+        return _start_server(DynamicSupervisorServer, (_options(**options),), name, link=False)
 
     @staticmethod
     def child_spec(*, id: Any = None, **options: Any) -> ChildSpec:

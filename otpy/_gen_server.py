@@ -70,7 +70,7 @@ from typing import Any, ClassVar, Final
 import attrs
 
 from . import _core as core
-from ._child_spec import ChildSpec
+from ._child_spec import ChildSpec, spec_with
 from ._core import Call, Exit, Pid, ProcessExit
 from ._exceptions import ExitError
 
@@ -235,14 +235,8 @@ class GenServer:
         ``shutdown`` to 5.0 seconds; ``type`` is ``"worker"``. Override the
         method to change the defaults for a class.
         """
-        changes: dict[str, Any] = {}
-        if restart is not None:
-            changes["restart"] = restart
-        if shutdown is not attrs.NOTHING:
-            changes["shutdown"] = shutdown
-        return ChildSpec(
-            id=cls if id is None else id, start=(cls.start_link, args, kwargs), **changes
-        )
+        start = (cls.start_link, args, kwargs)
+        return spec_with(cls if id is None else id, start, restart=restart, shutdown=shutdown)
 
     # -- the client API ----------------------------------------------------------
 

@@ -96,7 +96,7 @@ from typing import Any, Literal
 import attrs
 
 from . import _core as core
-from ._child_spec import ChildSpec
+from ._child_spec import ChildSpec, spec_with
 from ._core import Pid
 from ._exceptions import AlreadyRegisteredError, AlreadyStartedError, NoProcError, NotFoundError
 from ._gen_server import GenServer
@@ -622,15 +622,10 @@ class Registry(GenServer):
             "listeners": options["listeners"],
             "meta": options["meta"],
         }
-        changes: dict[str, Any] = {}
-        if restart is not None:
-            changes["restart"] = restart
-        if shutdown is not attrs.NOTHING:
-            changes["shutdown"] = shutdown
-        return ChildSpec(
-            id=(cls if name is None else name) if id is None else id,
-            start=(cls.start_link, (keys, name), kwargs),
-            **changes,
+        default_id = cls if name is None else name
+        start = (cls.start_link, (keys, name), kwargs)
+        return spec_with(
+            default_id if id is None else id, start, restart=restart, shutdown=shutdown
         )
 
     @staticmethod

@@ -66,7 +66,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from . import _core as core
-from ._child_spec import BRUTAL_KILL, ChildSpec
+from ._child_spec import BRUTAL_KILL, ChildSpec, spec_with
 from ._core import Down, Exit, Pid
 from ._exceptions import AlreadyStartedError, NotFoundError, OtpError, StartError, Timeout
 from ._gen_server import GenServer, Stop
@@ -685,16 +685,9 @@ class Supervisor:
         **options: Any,
     ) -> ChildSpec:
         """A child spec for this supervisor (``type="supervisor"``, ``shutdown=None``)."""
-        changes: dict[str, Any] = {}
-        if restart is not None:
-            changes["restart"] = restart
-        if shutdown is not attrs.NOTHING:
-            changes["shutdown"] = shutdown
-        return ChildSpec(
-            id=(cls if id is None else id),
-            start=(cls.start_link, args, options),
-            type="supervisor",
-            **changes,
+        start = (cls.start_link, args, options)
+        return spec_with(
+            cls if id is None else id, start, restart=restart, shutdown=shutdown, type="supervisor"
         )
 
     @staticmethod

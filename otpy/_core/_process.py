@@ -413,55 +413,36 @@ class Process:
         return False
 
     def run_inline(self, msg: Any, ts: ThreadState) -> None:
-        """Handle one message on the calling thread; the caller holds the run flag.
+        """Handle one message on the calling thread; the caller holds the run flag."""
+        handler = self._handler
+        assert handler is not None, "this is a bug in otpy: reactive process without handler"
+        self._run_here(ts, handler, msg)
+
+    def start_inline(self, ts: ThreadState) -> None:
+        """Run a new reactive process's init on the calling thread (run flag held)."""
+        init = self._init
+        assert init is not None, "this is a bug in otpy: a process started twice"
+        self._init = None
+        self._run_here(ts, init)
+
+    def _run_here(self, ts: ThreadState, fn: Callable[..., None], *args: Any) -> None:
+        """Run the process's ``fn(*args)`` on the calling thread, then release the run flag.
 
         A crash here is the process's crash, not the caller's. A
         ``BaseException`` that is not otpy's (``KeyboardInterrupt``) crashes the
-        process and then propagates to the caller too.
+        process and then propagates to the caller too. The time it took feeds
+        ``inline_cost``.
         """
-        handler = self._handler
-        assert handler is not None, "this is a bug in otpy: reactive process without handler"
         prev = self._enter(ts)
         left = False  # whether _leave ran (an interrupt may cut it short)
         ts.depth += 1
         start = time.monotonic()
         try:
             try:
-                handler(msg)
+                fn(*args)
             finally:
                 ts.depth -= 1
                 self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
-                self._leave(ts, prev)
-                left = True
-        except ProcessExit as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.die(exc.reason if self.alive else self.reason)
-        except Exception as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.crash(exc)
-        except BaseException as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.crash(exc)
-            raise
-        finally:
-            self._release_sched()
-
-    def start_inline(self, ts: ThreadState) -> None:
-        """Run a new reactive process's init on the calling thread (run flag held)."""
-        init = self._init
-        self._init = None
-        prev = self._enter(ts)
-        left = False  # whether _leave ran (an interrupt may cut it short)
-        ts.depth += 1
-        try:
-            try:
-                if init is not None:
-                    init()
-            finally:
-                ts.depth -= 1
                 self._leave(ts, prev)
                 left = True
         except ProcessExit as exc:
