@@ -136,6 +136,8 @@ def partition(name: object, key: Any) -> Partition:
 
 
 class _PartitionServer(_SupervisorServer):
+    kind = "PartitionSupervisor"
+
     def init(self, module: Any, arg: Any, on_start: Any = None) -> None:
         table = _Table(len(arg.children))
         core.set_data(table)

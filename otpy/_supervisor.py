@@ -378,6 +378,7 @@ class _SupervisorServer(GenServer):
     """The process behind a Supervisor: a GenServer that traps exits."""
 
     inline_calls = True  # its calls wait without a timeout, so inline runs cost nothing
+    kind = "Supervisor"  # how it names itself in logs (a class-form one: by its class)
 
     def init(
         self,
@@ -391,9 +392,7 @@ class _SupervisorServer(GenServer):
             raise TypeError(
                 f"{type(module).__name__}.init must return otpy.supervise(...); got {spec!r}"
             )
-        self.label = supervisor_label(
-            "Supervisor" if module is None else type(module).__name__, self
-        )
+        self.label = supervisor_label(self.kind if module is None else type(module).__name__, self)
         self.strategy = spec.strategy
         self.max_restarts = spec.max_restarts
         self.max_seconds = spec.max_seconds
@@ -445,7 +444,6 @@ class _SupervisorServer(GenServer):
             if child.spec.id == child_id:
                 return child
         raise NotFoundError(child_id)
-
 
     # -- callbacks -----------------------------------------------------------------------
 
