@@ -44,7 +44,7 @@ from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import ExitError, NoProcError, Timeout
-from ._scheduler import ThreadState, thread_state
+from ._scheduler import ThreadState, thread_start_lock, thread_state
 from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref
 
 if TYPE_CHECKING:
@@ -197,8 +197,17 @@ class Call(Reply):
         return f"<otpy caller {self.pid!r}>"
 
 
-def _interrupt_thread(tid: int) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), ctypes.py_object(ProcessExit))
+def _interrupt_thread(tid: int) -> bool:
+    """Raise ProcessExit asynchronously in thread ``tid``; False if no thread has that id.
+
+    Never while the runtime is starting a thread: see ``thread_start_lock``.
+    (A thread that user code starts at that very moment is not covered.)
+    """
+    with thread_start_lock:
+        hit: int = ctypes.pythonapi.PyThreadState_SetAsyncExc(
+            ctypes.c_ulong(tid), ctypes.py_object(ProcessExit)
+        )
+    return hit == 1
 
 
 def _clear_interrupt(tid: int) -> None:
@@ -569,13 +578,16 @@ class Process:
         self.name = None
         return settled
 
-    def interrupt(self, ts: ThreadState) -> None:
-        """Best effort: raise ProcessExit in the thread still running a dead process's code."""
+    def interrupt(self, ts: ThreadState) -> bool:
+        """Best effort: raise ProcessExit in the thread still running a dead process's code.
+
+        Returns False if it should be tried again later (the thread id was ambiguous).
+        """
         with self._lock:
             if self._ts is not ts or ts.proc is not self or ts.waiting or self._async_sent:
-                return
-            self._async_sent = True
-            _interrupt_thread(ts.tid)
+                return True
+            self._async_sent = _interrupt_thread(ts.tid)
+            return self._async_sent
 
     def exit_signal(self, sender: Pid, reason: Any, via_link: Process | None = None) -> None:
         """Receive an exit signal, following Erlang's rules.

@@ -171,8 +171,15 @@ class Runtime:
     def _exorcise(self, proc: Process) -> None:
         with self._lock:
             ts = self._zombies.pop(proc, None)
-        if ts is not None:
-            proc.interrupt(ts)
+        if ts is None or proc.interrupt(ts):
+            return
+        if not self._closing:
+            self.haunted_by(proc, ts)  # not safe this instant: try again shortly
+            return
+        for _ in range(100):  # shutting down: no timer to wait for, so wait here a little
+            time.sleep(0.001)
+            if proc.interrupt(ts):
+                return
 
     def processes(self) -> list[Pid]:
         """Pids of every live process of this runtime, oldest first."""

@@ -37,7 +37,14 @@ import threading
 from queue import Empty, SimpleQueue
 from typing import Protocol
 
-__all__ = ["Runnable", "Scheduler", "ThreadState", "default_max_threads", "thread_state"]
+__all__ = [
+    "Runnable",
+    "Scheduler",
+    "ThreadState",
+    "default_max_threads",
+    "thread_start_lock",
+    "thread_state",
+]
 
 IDLE_SECONDS = 5.0
 
@@ -86,6 +93,15 @@ class _ThreadEnd:
 
 
 _tls = threading.local()
+
+thread_start_lock = threading.Lock()
+"""Held while the runtime starts a thread, and while it interrupts one.
+
+A thread that is being started carries its parent's id until it boots
+(CPython 3.11), and ``PyThreadState_SetAsyncExc`` picks the newest thread state
+with an id: an interrupt meant for the parent would kill the new thread before
+it runs. So interrupts wait until no runtime thread is booting.
+"""
 
 
 def thread_state() -> ThreadState:
@@ -157,19 +173,28 @@ class Scheduler:
         return True
 
     def _start_worker(self) -> None:
-        # Under the lock, so that close() sees every worker it must stop and join
-        # only started threads. (start() does not wait for anything the new thread
-        # does under this lock.)
+        # The thread starts outside the lock (a thread that fails to boot must not
+        # leave the lock held); close() may run meanwhile, so a worker that close()
+        # did not see gets its own stop marker here.
         with self._lock:
             if self._closed:
                 self._total -= 1  # give back the place _should_grow reserved
                 return
             self._serial += 1
-            thread = threading.Thread(
-                target=self._work, name=f"{self._name}-worker-{self._serial}", daemon=True
-            )
+            name = f"{self._name}-worker-{self._serial}"
+        thread = threading.Thread(target=self._work, name=name, daemon=True)
+        try:
+            with thread_start_lock:
+                thread.start()
+        except BaseException:
+            with self._lock:
+                self._total -= 1  # it never ran: give its place back
+            raise
+        with self._lock:
             self._workers.add(thread)
-            thread.start()
+            if self._closed:
+                self._runq.put(_STOP)
+                self._pending += 1
 
     # -- blocking compensation ---------------------------------------------
 
@@ -240,6 +265,10 @@ class Scheduler:
         for thread in workers:
             if thread is not me:
                 thread.join(timeout)
+        with self._lock:  # workers started while we joined (see _start_worker)
+            late = [t for t in self._workers if t not in workers and t is not me]
+        for thread in late:
+            thread.join(timeout)
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._scheduler import thread_start_lock
+
 __all__ = ["Timer", "TimerWheel"]
 
 _log = logging.getLogger("otpy.timers")
@@ -78,7 +80,8 @@ class TimerWheel:
                 self._thread = threading.Thread(
                     target=self._loop, name=f"{self._name}-timers", daemon=True
                 )
-                self._thread.start()
+                with thread_start_lock:  # see there
+                    self._thread.start()
             elif self._heap[0][2] is timer:
                 self._cond.notify()
         return timer

@@ -191,7 +191,7 @@ class ConsumerSupervisor(Consumer):
         if request == ("count_children",):
             n = len(self.running)
             supervisors = n if self.template.type == "supervisor" else 0
-            return ChildCount(n, n, supervisors, n - supervisors)
+            return ChildCount(1, n, supervisors, n - supervisors)  # one spec: the template
         return super().handle_call(request, caller)
 
     def terminate(self, reason: Any) -> None:
@@ -199,6 +199,23 @@ class ConsumerSupervisor(Consumer):
         self.running.clear()
 
     # -- the supervisor functions ---------------------------------------------------------------
+
+    @classmethod
+    def child_spec(  # type: ignore[override]
+        cls, children: list[object], *, id: Any = None, **options: Any
+    ) -> ChildSpec:
+        """A child spec to run this consumer supervisor under a supervisor (``type="supervisor"``)."""
+        cls._otpy_check(
+            children,
+            options.get("strategy", "one_for_one"),
+            options.get("max_restarts", 3),
+            options.get("max_seconds", 5.0),
+        )
+        return ChildSpec(
+            id=cls if id is None else id,
+            start=(cls.start_link, (children,), options),
+            type="supervisor",
+        )
 
     @staticmethod
     def which_children(sup: object) -> list[ChildInfo]:

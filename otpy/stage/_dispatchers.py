@@ -56,8 +56,8 @@ class Dispatcher(Protocol):
     def subscribe(self, opts: dict[str, Any], sub: Subscription) -> None:
         """A consumer subscribed; raise ValueError for options it cannot take."""
 
-    def cancel(self, sub: Subscription) -> None:
-        """A consumer left."""
+    def cancel(self, sub: Subscription) -> int:
+        """A consumer left; how many more events the producer should make now (usually 0)."""
 
     def ask(self, demand: int, sub: Subscription, out: Outbox) -> int:
         """``sub`` asked for ``demand`` more; how many more events the producer should make."""
@@ -91,8 +91,9 @@ class DemandDispatcher:
     def subscribe(self, opts: dict[str, Any], sub: Subscription) -> None:
         self._demands[sub] = 0
 
-    def cancel(self, sub: Subscription) -> None:
+    def cancel(self, sub: Subscription) -> int:
         self._demands.pop(sub, None)
+        return 0
 
     def ask(self, demand: int, sub: Subscription, out: Outbox) -> int:
         if sub in self._demands:
@@ -146,9 +147,12 @@ class BroadcastDispatcher:
         self._demands[sub] = 0
         self._selectors[sub] = selector
 
-    def cancel(self, sub: Subscription) -> None:
+    def cancel(self, sub: Subscription) -> int:
+        before = self._floor()
         self._demands.pop(sub, None)
         self._selectors.pop(sub, None)
+        # The slowest consumer may have left: the others' demand is free now.
+        return max(0, self._floor() - before)
 
     def ask(self, demand: int, sub: Subscription, out: Outbox) -> int:
         if sub not in self._demands:
@@ -182,9 +186,11 @@ class PartitionDispatcher:
         hash: ``fn(event) -> partition`` (default: a stable hash of the event
             modulo the number of partitions). Returning ``None`` drops the event.
 
-    Each consumer subscribes with ``partition=`` one of the partitions; events
-    for a partition without a consumer or without demand wait in that
-    partition's queue inside the dispatcher.
+    Each consumer subscribes with ``partition=`` one of the partitions. The
+    producer makes as many events as all partitions asked for together; an
+    event for a partition that has no demand left waits in that partition's
+    queue inside the dispatcher, and events beyond the total demand wait in
+    the producer's buffer (bounded by its ``buffer_size``).
 
     Example::
 
@@ -231,6 +237,7 @@ class PartitionDispatcher:
         self._owner: dict[Hashable, Subscription] = {}
         self._partition_of: dict[Subscription, Hashable] = {}
         self._demands: dict[Hashable, int] = dict.fromkeys(names, 0)
+        self._waiting = 0  # demand asked for over all partitions, not yet met
 
     def __repr__(self) -> str:
         return f"stage.PartitionDispatcher(partitions={self._names!r})"
@@ -253,11 +260,13 @@ class PartitionDispatcher:
         self._partition_of[sub] = name
         self._demands[name] = 0
 
-    def cancel(self, sub: Subscription) -> None:
+    def cancel(self, sub: Subscription) -> int:
         name = self._partition_of.pop(sub, None)
         if name is not None:
             del self._owner[name]
+            self._waiting -= self._demands[name]
             self._demands[name] = 0
+        return 0
 
     def ask(self, demand: int, sub: Subscription, out: Outbox) -> int:
         name = self._partition_of.get(sub)
@@ -269,6 +278,7 @@ class PartitionDispatcher:
             out.send(sub, [queue.popleft() for _ in range(n)])
             demand -= n
         self._demands[name] += demand
+        self._waiting += demand
         return demand
 
     def _partition(self, event: Any) -> Hashable | None:
@@ -284,8 +294,13 @@ class PartitionDispatcher:
         return self._names[stable_hash(event) % len(self._names)]
 
     def dispatch(self, events: list[Any], out: Outbox) -> list[Any]:
+        # Only as many events as were asked for (over all partitions) are taken; the
+        # rest go back to the producer's buffer, where buffer_size bounds them. Taken
+        # events for a partition without demand wait in that partition's queue.
+        now, later = events[: self._waiting], events[self._waiting :]
+        self._waiting -= len(now)
         batches: dict[Hashable, list[Any]] = {}
-        for event in events:
+        for event in now:
             name = self._partition(event)
             if name is None:
                 continue
@@ -296,4 +311,4 @@ class PartitionDispatcher:
                 self._queues[name].append(event)
         for name, batch in batches.items():
             out.send(self._owner[name], batch)
-        return []
+        return later

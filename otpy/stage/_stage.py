@@ -71,8 +71,7 @@ from typing import Any, ClassVar, Literal
 import attrs
 
 from .. import _core as core
-from .._core import Call, Down, NameResolver, Pid, Ref
-from .._exceptions import NoProcError
+from .._core import Call, Down, Exit, NameResolver, Pid, Ref
 from .._gen_server import _CAST, NOREPLY, Continue, GenServer, Stop, _ContinueMsg, _SysStop
 from ._dispatchers import DemandDispatcher, Dispatcher, Subscription, fresh
 
@@ -294,7 +293,7 @@ class _Stage(GenServer):
             dispatcher = kwargs.pop("dispatcher", None)
             if dispatcher is None:
                 dispatcher = DemandDispatcher()
-            elif not all(
+            elif isinstance(dispatcher, type) or not all(
                 hasattr(dispatcher, m) for m in ("subscribe", "cancel", "ask", "dispatch")
             ):
                 raise TypeError(
@@ -375,8 +374,10 @@ class _Stage(GenServer):
                 self._otpy_emit(self.handle_continue(msg.arg))
             elif kind is _SubscribeCmd:  # async_subscribe
                 self._otpy_subscribe(msg.producer, _check_options(msg.opts))
+            elif kind is Exit and msg.pid == core.parent():
+                self._otpy_stop(msg.reason, None)  # trapping exits: the parent stops us
             else:
-                super()._otpy_handle(msg)  # Exit from the parent, handle_info
+                self._otpy_emit(self.handle_info(msg))
         except Stop as stop:
             if stop.reply is not NOREPLY and kind is Call:
                 msg.reply(stop.reply)
@@ -478,8 +479,11 @@ class _Stage(GenServer):
         if consumer is None:
             return  # cancelled meanwhile
         counter = self._otpy_dispatcher.ask(msg.n, (consumer, msg.ref), _OUTBOX)
-        if counter <= 0:
-            return
+        if counter > 0:
+            self._otpy_supply(counter)
+
+    def _otpy_supply(self, counter: int) -> None:
+        """The dispatcher wants ``counter`` more events: from the buffer first, then made."""
         buffer = self._otpy_buffer
         if buffer:
             n = min(counter, len(buffer))
@@ -519,8 +523,13 @@ class _Stage(GenServer):
     def _otpy_subscribe(self, producer: object, options: _Options) -> Ref:
         if not self._otpy_consumes:
             raise TypeError(f"{type(self).__name__} is a Producer: it cannot subscribe")
-        target = producer if isinstance(producer, Pid) else _whereis(producer)
         ref = core.Ref()
+        target = producer if isinstance(producer, Pid) else _whereis(producer)
+        if target is None:  # as if the producer went down at once
+            self._otpy_emit(self.handle_cancel(("down", "noproc"), (producer, ref)))  # type: ignore[arg-type]
+            if options.cancel != "temporary":
+                raise Stop("noproc")
+            return ref
         up = _Upstream(target, ref, options)
         self._otpy_upstream[ref] = up
         up.monitor = core.monitor(target)
@@ -606,23 +615,20 @@ class _Stage(GenServer):
                 if sub_ref == ref:
                     del self._otpy_monitors[mon]
                     core.demonitor(mon, flush=True)
-            self._otpy_dispatcher.cancel((consumer, ref))
+            more = self._otpy_dispatcher.cancel((consumer, ref))
+            if more:
+                self._otpy_supply(more)
             if reason[0] == "cancel":
                 core.send(consumer, _Cancel(ref, reason[1]))  # the consumer learns it too
             self._otpy_emit(self.handle_cancel(reason, (consumer, ref)))
 
 
-def _whereis(producer: object) -> Pid:
-    pid: Pid | None
+def _whereis(producer: object) -> Pid | None:
     if isinstance(producer, str):
-        pid = core.whereis(producer)
-    elif isinstance(producer, NameResolver):
-        pid = producer.whereis_name()
-    else:
-        raise TypeError(f"a producer must be a pid, a name or otpy.via(...); got {producer!r}")
-    if pid is None:
-        raise NoProcError(producer, "subscribe")
-    return pid
+        return core.whereis(producer)
+    if isinstance(producer, NameResolver):
+        return producer.whereis_name()
+    raise TypeError(f"a producer must be a pid, a name or otpy.via(...); got {producer!r}")
 
 
 def _kind_needing(option: str) -> str:
@@ -730,7 +736,15 @@ def ask(from_: tuple[Pid, Ref], n: int) -> None:
 
 
 def demand(producer: object, mode: str | None = None) -> str:
-    """Set a producer's demand mode (``"forward"`` or ``"accumulate"``); returns the mode."""
+    """Set a producer's demand mode (``"forward"`` or ``"accumulate"``); returns the mode.
+
+    Without ``mode``, returns the current one.
+
+    Raises:
+        ValueError: ``mode`` is not one of those.
+    """
+    if mode is not None and mode not in ("forward", "accumulate"):
+        raise ValueError(f"demand mode must be 'forward' or 'accumulate'; got {mode!r}")
     return core.call(producer, _DemandCmd(mode), None, "stage.demand")  # type: ignore[no-any-return]
 
 
