@@ -21,23 +21,32 @@ W5      ring of 1,000 processes, token passed 100 times round             µs pe
 W6      a one_for_one supervisor restarts a crashing worker 1,000 times   µs per restart
         (two rows: the worker killed, the worker raising)
 W7      ``Task.async_stream`` over 100,000 items vs ThreadPoolExecutor    items/s
+W8      1,000,000 ints through producer → producer_consumer → consumer    events/s
+        (max_demand 1000) vs three threads joined by ``queue.Queue``s
+        (two rows: one event per put, lists of up to 1,000 per put)
+W9      Flow word count over a 10 MB text, stages=2, vs the sequential    MB/s
+        ``collections.Counter``
 ======  ================================================================  ============
 
 Contenders:
 
 - ``otpy``: a ``GenServer`` subclass (``call``/``cast``/``stop``), ``Task.async_stream``,
-  ``otpy.Supervisor`` for W6; every workload runs in its own
-  ``with otpy.Runtime():`` block.
+  ``otpy.Supervisor`` for W6, ``otpy.stage`` for W8 and ``otpy.flow.Flow``
+  for W9; every workload runs in its own ``with otpy.Runtime():`` block.
 - ``threads``: one plain ``threading.Thread`` per server, serving a
   ``queue.SimpleQueue`` (the cost floor of a thread hand-off in CPython); W6 is
   a supervisor thread that starts a new worker thread when one ends; W7 is
-  ``concurrent.futures.ThreadPoolExecutor().map``.
+  ``concurrent.futures.ThreadPoolExecutor().map``; W8 is three threads joined
+  by two ``queue.Queue``s bounded at 1,000 events; W9 is the sequential
+  ``Counter`` (no threads: the baseline Flow's parallelism is measured against).
 - ``pykka``: a ``pykka.ThreadingActor`` driven with ``ask``/``tell``; Pykka has
   no supervisors, so W6 is a supervisor actor that starts a new worker actor
   when the old one's ``on_stop``/``on_failure`` hook tells it that it ended.
+  It has no pool map, stages or flow: W7-W9 show n/a.
 
-The same server logic (``bench._workloads.Counter`` and ``RingNode``) runs in
-all three; a contender only supplies the hosting (start, call, cast, stop).
+The same server logic (``bench._workloads.Counter`` and ``RingNode``, and
+W8's consumer logic ``Tally``) runs in all three; a contender only supplies the
+hosting (start, call, cast, stop; W8's stages).
 
 W6 crashes the worker two ways, one row each: ``kill`` (otpy:
 ``otpy.exit(pid, "kill")``; a thread cannot be killed, so the threads worker
@@ -48,6 +57,19 @@ are silenced meanwhile (the ``otpy`` and ``pykka`` loggers at CRITICAL):
 otpy's supervisor logs an error for every restart, after a kill too. Its
 target, otpy ≤ 60 µs per restart (on 2 cores), is the issue's one absolute
 time target; the others compare otpy with the other contenders in the same run.
+
+W8 runs 1,000,000 ints (0 .. n-1) through a producer, a producer_consumer
+that doubles them and a consumer that counts and sums them, and tells the
+benchmark once it has seen them all; the stages are set up first and the
+clock starts with the go (otpy's producer starts in ``demand="accumulate"``;
+the go is ``stage.demand(producer, "forward")``). Its target, otpy ≥ 1.0 x
+threads in events/s, is against the per-event ``Queue(maxsize=1000)`` row;
+the second row, lists of up to 1,000 events per ``Queue(maxsize=1)`` item,
+shows what batching alone buys the baseline. W9 counts the words of a
+deterministic text (seeded, Zipf-weighted vocabulary, made once per run
+outside the clock) and checks the counts; it has no target: under the GIL
+Flow's stages share one core, and on free-threaded Python this is where
+parallelism shows.
 
 Rounds are interleaved (every contender runs every workload in each round, the
 contender order rotating from round to round) and each cell shows the median

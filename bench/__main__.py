@@ -16,7 +16,7 @@ from ._memory import METHOD
 from ._runner import Results, run_rounds
 from ._workloads import FULL, QUICK, Case, Target, build_cases, build_targets
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
 
 
 def _workload_list(text: str) -> list[str]:
@@ -125,6 +125,20 @@ def _notes(
         "on_stop/on_failure tells it, kill = `ActorRef.stop(block=False)`. raise = a cast/tell "
         "whose handler raises. The otpy and pykka loggers are set to CRITICAL during W6 "
         "(otpy's supervisor logs an error for every restart, after a kill too).",
+        "W8: producer → producer_consumer (doubles each int) → consumer (counts and sums), "
+        "at most 1,000 events waiting between two stages; the clock runs from the go until "
+        "the consumer has seen every event. otpy: otpy.stage Producer/ProducerConsumer/Consumer "
+        'subscribed with max_demand 1000, the producer started with demand="accumulate" and '
+        'the go is `stage.demand(producer, "forward")`; threads: three threads joined by two '
+        "queue.Queue, either `Queue(maxsize=1000)` of single events (the issue's target) or "
+        "`Queue(maxsize=1)` of lists of ≤ 1,000 events (batching like the stages, no target); "
+        "pykka has no stages.",
+        "W9: the words of a text made once per run, outside the clock (seeded: 10,000 random "
+        "words with Zipf weights, 12 a line). otpy: `Flow.from_enumerable(lines, stages=2)"
+        ".flat_map(str.split).partition(stages=2).reduce(dict, count)`; the threads column is "
+        "the sequential baseline, no threads: one `collections.Counter` updated with "
+        "`line.split()` line by line; pykka has no flow. No target: with the GIL the stages "
+        "share one core; on free-threaded Python this is where parallelism shows.",
         "W6's ≤ 60 µs is the issue's one absolute time target, so it depends on the machine "
         "(the issue's figure is for 2 cores); all other timing targets are ratios.",
         "Ratios are otpy ÷ the other contender in the row's unit; "

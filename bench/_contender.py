@@ -3,15 +3,16 @@
 A contender hosts server *logic* (an object with ``on_call`` and ``on_cast``)
 in its own kind of process: an otpy GenServer, a plain thread, a Pykka actor.
 For W6 it also supplies a one_for_one supervisor over one worker
-(``Supervised``). The workloads in ``bench._workloads`` are written once
-against this protocol.
+(``Supervised``), for W8 a three-stage pipeline (``Pipeline``) and for W9 a
+word count (``WordCount``). The workloads in ``bench._workloads`` are written
+once against this protocol.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Literal, Protocol
 
@@ -87,6 +88,45 @@ Supervise = Callable[[], AbstractContextManager[Supervised]]
 """Start a supervisor and its first worker; leaving the context stops both (and waits)."""
 
 
+IN_FLIGHT = 1000
+"""W8: the most events waiting between two stages (otpy: ``max_demand``; threads: the queue's)."""
+
+
+class Sink(Protocol):
+    """W8's consumer logic: the last stage hands it every event (the same code in every contender)."""
+
+    def add(self, event: int) -> None:
+        """Take one event."""
+        ...
+
+    def add_all(self, events: list[int]) -> None:
+        """Take a batch of events, in order."""
+        ...
+
+
+Go = Callable[[], None]
+"""Let W8's producer start emitting."""
+
+Pipeline = Callable[[int, int, Sink], AbstractContextManager[Go]]
+"""W8: ``pipeline(n, batch, sink)`` starts producer → producer_consumer → consumer.
+
+The producer emits the ints ``0 .. n-1``, the producer_consumer doubles
+each, the consumer hands each result to ``sink``; at most ``IN_FLIGHT``
+events wait between two stages. Entering the context returns ``go``, and
+nothing is emitted before it is called; leaving stops the three stages (and
+waits). ``batch`` is how many events the threads baseline hands over per
+queue item (1: each event alone); otpy's stages exchange whatever the demand
+protocol sends and ignore it.
+"""
+
+WordCount = Callable[[Sequence[str], int], Mapping[str, int]]
+"""W9: ``word_count(lines, stages)``: how often each whitespace-separated word occurs.
+
+``stages`` is how many stages work in parallel where the contender has any
+(otpy's Flow); the sequential baseline ignores it.
+"""
+
+
 @contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
     """Let only CRITICAL records of the logger ``name`` (and its children) through.
@@ -126,6 +166,19 @@ class Contender(Protocol):
 
     supervise: Supervise | None
     """W6's supervisor, or ``None`` when the contender has none."""
+
+    pipeline: Pipeline | None
+    """W8's three stages, or ``None`` when the library has no stages."""
+
+    word_count: WordCount | None
+    """W9's word count, or ``None`` when the library has no equivalent."""
+
+    missing: Mapping[str, str]
+    """The cell's note, by workload id, for workloads whose part of the library does not import.
+
+    otpy's ``stage`` and ``flow`` are new: should one fail to import, only its
+    workload shows n/a (``"n/a (otpy.flow missing)"``), not the whole column.
+    """
 
     def session(self) -> AbstractContextManager[object]:
         """Return the context every measurement runs in (otpy: its own ``Runtime``)."""

@@ -1,5 +1,5 @@
 """The otpy contender: a ``GenServer`` per server, ``Task.async_stream`` for W7,
-``otpy.Supervisor`` for W6.
+``otpy.Supervisor`` for W6, ``otpy.stage`` for W8 and ``otpy.flow.Flow`` for W9.
 
 Only the public API (API.md) is used. ``call``, ``cast`` are otpy's own
 functions, not wrappers, so the hot loops time otpy and nothing of ours.
@@ -12,18 +12,41 @@ to the benchmark's process; ``"kill"`` is ``otpy.exit(pid, "kill")``,
 ``"raise"`` a cast whose handler raises. The ``otpy`` logger is quiet
 (CRITICAL only) meanwhile: the supervisor reports every restart as an error,
 also after a kill, and a crashing GenServer logs its traceback.
+
+W8 and W9 live in ``bench._otpy_stage`` and ``bench._otpy_flow``: should
+``otpy.stage`` or ``otpy.flow`` not import (they are new), only those
+workloads show n/a for otpy, with a warning on stderr.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
-from collections.abc import Callable, Iterable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from types import ModuleType
 from typing import Any
 
 import otpy
 
-from ._contender import Crash, Logic, Supervise, Supervised, WorkerCrashed, quiet_logger
+from ._contender import (
+    Crash,
+    Logic,
+    Pipeline,
+    Supervise,
+    Supervised,
+    WordCount,
+    WorkerCrashed,
+    quiet_logger,
+)
+
+
+def started(pid: otpy.Pid | None, what: str) -> otpy.Pid:
+    """``pid``, or a RuntimeError if ``what``'s ``start`` returned None (``init`` did not ignore)."""
+    if pid is None:
+        raise RuntimeError(f"{what}.start returned None although init did not return IGNORE")
+    return pid
 
 
 class _Host(otpy.GenServer):
@@ -96,6 +119,18 @@ def _supervise() -> Iterator[Supervised]:
         supervised.stop()
 
 
+def _import_part(module: str, part: str, workload: str) -> ModuleType | None:
+    """Import ``bench.<module>``, which uses ``part`` of otpy; warn and return None if it fails."""
+    try:
+        return importlib.import_module(f"{__package__}.{module}")
+    except Exception as exc:  # a part still being written may fail with anything on import
+        warnings.warn(
+            f"{part} does not import ({type(exc).__name__}: {exc}); {workload} shows n/a for otpy",
+            stacklevel=2,
+        )
+        return None
+
+
 def _version() -> str:
     version = getattr(otpy, "__version__", None)
     if isinstance(version, str):
@@ -120,6 +155,20 @@ class OtpyContender:
             self._pool_map
         )
         self.supervise: Supervise | None = _supervise
+        self.pipeline: Pipeline | None = None
+        self.word_count: WordCount | None = None
+        missing: dict[str, str] = {}
+        stage = _import_part("_otpy_stage", "otpy.stage", "W8")
+        if stage is None:
+            missing["W8"] = "n/a (otpy.stage missing)"
+        else:
+            self.pipeline = stage.pipeline
+        flow = _import_part("_otpy_flow", "otpy.flow", "W9")
+        if flow is None:
+            missing["W9"] = "n/a (otpy.flow missing)"
+        else:
+            self.word_count = flow.word_count
+        self.missing: Mapping[str, str] = missing
 
     def session(self) -> AbstractContextManager[object]:
         """A fresh ``otpy.Runtime()``; leaving it shuts every process down."""
@@ -127,10 +176,7 @@ class OtpyContender:
 
     def start(self, logic: Logic) -> otpy.Pid:
         """Start an unlinked GenServer running ``logic``; returns after ``init``."""
-        pid = _Host.start(logic)
-        if pid is None:
-            raise RuntimeError("GenServer.start returned None although init did not return IGNORE")
-        return pid
+        return started(_Host.start(logic), "GenServer")
 
     def stop(self, server: otpy.Pid) -> None:
         """``GenServer.stop``: returns once the server has terminated."""

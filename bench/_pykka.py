@@ -1,7 +1,7 @@
 """The Pykka contender: one ``pykka.ThreadingActor`` per server, driven by ask/tell.
 
 Pykka spends one OS thread per actor, so W4 stops below its largest size, and
-it has no pool map, so W7 shows n/a.
+it has no pool map, no stages and no flow, so W7, W8 and W9 show n/a.
 
 Pykka has no supervisors either; W6 emulates one the way a Pykka user would:
 a supervisor actor starts the worker actor and starts a new one whenever the
@@ -16,7 +16,7 @@ traceback, is quiet (CRITICAL only) meanwhile.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from queue import Empty, SimpleQueue
 from types import TracebackType
@@ -172,6 +172,9 @@ class PykkaContender:
     one_thread_each = True
     pool_map = None
     supervise = staticmethod(_supervise)
+    pipeline = None
+    word_count = None
+    missing: Mapping[str, str] = {}
 
     def session(self) -> AbstractContextManager[object]:
         """A context that stops leftover actors on the way out."""

@@ -79,7 +79,7 @@ def run_rounds(
                 cell = (case.key, contender.name)
                 if cell in results.notes:
                     continue
-                note = case.skip(contender)
+                note = contender.missing.get(case.workload) or case.skip(contender)
                 if note is not None:
                     results.notes[cell] = note
                     continue

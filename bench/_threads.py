@@ -6,6 +6,13 @@ puts ``(request, reply_queue)`` and waits on the caller's own reply queue (one
 per calling thread, reused); a cast puts ``(message, None)``. W7's contender is
 ``concurrent.futures.ThreadPoolExecutor().map``.
 
+W8's pipeline is three plain threads joined by two ``queue.Queue``s, each
+holding at most ``IN_FLIGHT`` events: with ``batch`` 1 the producer puts one
+event per item (``Queue(maxsize=1000)``), the middle thread gets, doubles and
+puts it, the consumer gets it; with a larger ``batch`` every item is a list of
+up to ``batch`` events (``Queue(maxsize=IN_FLIGHT // batch)``). W9 has no
+threads: it is the sequential ``collections.Counter`` that Flow is compared with.
+
 W6's supervisor is a thread of its own: each worker thread puts itself on
 the supervisor's queue as its last act, however it ends; the supervisor joins
 it (it is dead then, as a process is when its supervisor hears of it) and
@@ -18,16 +25,29 @@ exception ends the thread (caught at its top, so nothing is printed).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from queue import Empty, SimpleQueue
+from queue import Empty, Queue, SimpleQueue
 from typing import Any
 
-from ._contender import DEFAULT_TIMEOUT, Crash, Logic, Supervise, Supervised, WorkerCrashed
+from ._contender import (
+    DEFAULT_TIMEOUT,
+    IN_FLIGHT,
+    Crash,
+    Go,
+    Logic,
+    Pipeline,
+    Sink,
+    Supervise,
+    Supervised,
+    WordCount,
+    WorkerCrashed,
+)
 
 _STOP = object()
-"""The cast that ends a server thread."""
+"""The cast that ends a server thread; after W8's last event, the item that ends a stage thread."""
 
 Envelope = tuple[Any, "SimpleQueue[Any] | None"]
 """What a server's inbox holds: ``(payload, reply queue)``, the queue ``None`` for a cast."""
@@ -134,6 +154,64 @@ def _supervise() -> Iterator[Supervised]:
     supervisor.stop()
 
 
+def _produce(n: int, batch: int, out: Queue[Any], go: threading.Event) -> None:
+    go.wait()
+    put = out.put
+    if batch == 1:
+        for event in range(n):
+            put(event)
+    else:
+        for first in range(0, n, batch):
+            put(list(range(first, min(first + batch, n))))
+    put(_STOP)
+
+
+def _double(inbox: Queue[Any], out: Queue[Any], batch: int) -> None:
+    get, put = inbox.get, out.put
+    if batch == 1:
+        while (event := get()) is not _STOP:
+            put(2 * event)
+    else:
+        while (events := get()) is not _STOP:
+            put([2 * event for event in events])
+    put(_STOP)
+
+
+def _consume(inbox: Queue[Any], batch: int, sink: Sink) -> None:
+    get = inbox.get
+    take = sink.add if batch == 1 else sink.add_all
+    while (item := get()) is not _STOP:
+        take(item)
+
+
+@contextmanager
+def _pipeline(n: int, batch: int, sink: Sink) -> Iterator[Go]:
+    """W8 on threads: producer, middle and consumer threads joined by two bounded queues."""
+    maxsize = max(1, IN_FLIGHT // batch)
+    first: Queue[Any] = Queue(maxsize)
+    second: Queue[Any] = Queue(maxsize)
+    go = threading.Event()
+    stages = [
+        threading.Thread(target=_produce, args=(n, batch, first, go), name="bench-producer"),
+        threading.Thread(target=_double, args=(first, second, batch), name="bench-middle"),
+        threading.Thread(target=_consume, args=(second, batch, sink), name="bench-consumer"),
+    ]
+    for thread in stages:
+        thread.daemon = True
+        thread.start()
+    yield go.set
+    for thread in stages:
+        thread.join()
+
+
+def _word_count(lines: Sequence[str], stages: int) -> Counter[str]:
+    """W9's baseline: one ``Counter`` updated line by line, in the calling thread."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        counts.update(line.split())
+    return counts
+
+
 class _ReplyQueues(threading.local):
     """The reply queue of each calling thread."""
 
@@ -154,6 +232,9 @@ class ThreadsContender:
             self._pool_map
         )
         self.supervise: Supervise | None = _supervise
+        self.pipeline: Pipeline | None = _pipeline
+        self.word_count: WordCount | None = _word_count
+        self.missing: Mapping[str, str] = {}
 
     def session(self) -> AbstractContextManager[object]:
         """Nothing to set up: threads need no runtime."""

@@ -1,4 +1,4 @@
-"""The workloads W1-W7, written once against the ``Contender`` protocol.
+"""The workloads W1-W9, written once against the ``Contender`` protocol.
 
 Each runner opens the contender's session, sets up outside the timed region,
 times only the workload itself, checks the result (a benchmark that loses
@@ -11,13 +11,16 @@ states the issue's targets for them.
 from __future__ import annotations
 
 import functools
+import itertools
+import random
 import threading
+from collections import Counter as WordCounts
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
 
-from ._contender import CRASHES, DEFAULT_TIMEOUT, Contender, Crash, Supervised
+from ._contender import CRASHES, DEFAULT_TIMEOUT, IN_FLIGHT, Contender, Crash, Supervised
 from ._memory import kb_per_process
 
 COUNT = "count"
@@ -77,6 +80,70 @@ class RingNode:
             self.forward(token - 1)
         else:
             self.done.set()
+
+
+class Tally:
+    """W8's consumer logic: counts and sums the events; sets ``done`` once it has seen ``expected``."""
+
+    __slots__ = ("count", "done", "expected", "total")
+
+    def __init__(self, expected: int) -> None:
+        self.count = 0
+        self.total = 0
+        self.expected = expected
+        self.done = threading.Event()
+
+    def add(self, event: int) -> None:
+        self.count += 1
+        self.total += event
+        if self.count >= self.expected:
+            self.done.set()
+
+    def add_all(self, events: list[int]) -> None:
+        self.count += len(events)
+        self.total += sum(events)
+        if self.count >= self.expected:
+            self.done.set()
+
+
+@dataclass(frozen=True)
+class Text:
+    """W9's input: lines of words, their size in bytes, and how often each word occurs."""
+
+    lines: tuple[str, ...]
+    size: int
+    """Bytes, counting a newline after every line (the text is ASCII)."""
+    counts: WordCounts[str]
+    """Counted as the words were drawn, not by splitting the lines."""
+
+
+TEXT_SEED = 9
+VOCABULARY = 10_000
+WORDS_PER_LINE = 12
+
+
+@functools.cache
+def make_text(size: int) -> Text:
+    """W9's text of at least ``size`` bytes, the same in every run (made once per run).
+
+    Words are 1 to 10 random lowercase letters from a vocabulary of
+    ``VOCABULARY``, drawn with Zipf's weights (the word of rank r weighs
+    1/r), ``WORDS_PER_LINE`` to a line.
+    """
+    rng = random.Random(TEXT_SEED)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocabulary = ["".join(rng.choices(letters, k=rng.randint(1, 10))) for _ in range(VOCABULARY)]
+    weights = list(itertools.accumulate(1 / rank for rank in range(1, VOCABULARY + 1)))
+    lines: list[str] = []
+    counts: WordCounts[str] = WordCounts()
+    written = 0
+    while written < size:
+        words = rng.choices(vocabulary, cum_weights=weights, k=WORDS_PER_LINE)
+        counts.update(words)
+        line = " ".join(words)
+        lines.append(line)
+        written += len(line) + 1
+    return Text(tuple(lines), written, counts)
 
 
 # --- the runners ----------------------------------------------------------------------
@@ -264,6 +331,54 @@ def pool_map(contender: Contender, n: int) -> float:
     return n / elapsed
 
 
+def stage_pipeline(contender: Contender, n: int, batch: int) -> float:
+    """W8: ``n`` events through producer → producer_consumer → consumer; events/s.
+
+    The three stages are started first, untimed; the clock runs from ``go``
+    until the consumer has seen ``n`` events. Every event must then have
+    arrived once, doubled: ``n`` events summing to ``n * (n - 1)``.
+    """
+    if contender.pipeline is None:
+        raise ValueError(f"{contender.name} has no stages; skip W8 for it")
+    tally = Tally(n)
+    with contender.session(), contender.pipeline(n, batch, tally) as go:
+        start = perf_counter()
+        go()
+        if not tally.done.wait(CONFIRM_TIMEOUT):
+            raise WrongResult(
+                f"{contender.name}: the consumer saw {tally.count:,} of {n:,} events "
+                f"in {CONFIRM_TIMEOUT}s"
+            )
+        elapsed = perf_counter() - start
+    if (tally.count, tally.total) != (n, n * (n - 1)):
+        raise WrongResult(
+            f"{contender.name}: the consumer saw {tally.count:,} events summing to "
+            f"{tally.total:,}; expected {n:,} summing to {n * (n - 1):,}"
+        )
+    return n / elapsed
+
+
+def word_count(contender: Contender, size: int, stages: int) -> float:
+    """W9: count the words of a text of ``size`` bytes (``make_text``); MB/s.
+
+    The text is made before the clock starts; the counts must match the words drawn.
+    """
+    if contender.word_count is None:
+        raise ValueError(f"{contender.name} has no word count; skip W9 for it")
+    text = make_text(size)
+    with contender.session():
+        start = perf_counter()
+        counts = contender.word_count(text.lines, stages)
+        elapsed = perf_counter() - start
+    if dict(counts) != dict(text.counts):
+        wrong = sum(1 for word, count in text.counts.items() if counts.get(word) != count)
+        raise WrongResult(
+            f"{contender.name}: {wrong:,} of {len(text.counts):,} words miscounted, "
+            f"{len(set(counts) - set(text.counts)):,} words that are not in the text"
+        )
+    return text.size / elapsed / 1e6
+
+
 # --- sizes, rows and targets ----------------------------------------------------------
 
 
@@ -281,6 +396,9 @@ class Sizes:
     laps: int
     restarts: int
     stream: int
+    events: int
+    text_bytes: int
+    flow_stages: int
 
 
 FULL = Sizes(
@@ -293,6 +411,9 @@ FULL = Sizes(
     laps=100,
     restarts=1_000,
     stream=100_000,
+    events=1_000_000,
+    text_bytes=10_000_000,
+    flow_stages=2,
 )
 QUICK = Sizes(
     calls=2_000,
@@ -304,6 +425,9 @@ QUICK = Sizes(
     laps=20,
     restarts=100,
     stream=10_000,
+    events=100_000,
+    text_bytes=1_000_000,
+    flow_stages=2,
 )
 
 
@@ -322,6 +446,8 @@ KB_PER_PROCESS = Unit("KB/process", higher_is_better=False)
 US_PER_HOP = Unit("µs/hop", higher_is_better=False)
 US_PER_RESTART = Unit("µs/restart", higher_is_better=False)
 ITEMS_PER_S = Unit("items/s", higher_is_better=True)
+EVENTS_PER_S = Unit("events/s", higher_is_better=True)
+MB_PER_S = Unit("MB/s", higher_is_better=True)
 
 
 def _never_skipped(contender: Contender) -> str | None:
@@ -339,6 +465,17 @@ def _no_pool_map(contender: Contender) -> str | None:
 def _no_supervisor(contender: Contender) -> str | None:
     return "n/a (no supervisor)" if contender.supervise is None else None
 
+
+def _no_stages(contender: Contender) -> str | None:
+    return "n/a (no stages)" if contender.pipeline is None else None
+
+
+def _no_flow(contender: Contender) -> str | None:
+    return "n/a (no flow)" if contender.word_count is None else None
+
+
+W8_BATCHES = (1, IN_FLIGHT)
+"""W8's rows: the threads baseline passes each event alone (the issue's target), or in lists."""
 
 CRASH_TITLES: dict[Crash, str] = {
     "kill": "worker killed (exit kill / stop)",
@@ -365,7 +502,7 @@ class Case:
 
     @property
     def workload(self) -> str:
-        """``W1`` ... ``W7``, what ``--only`` selects."""
+        """``W1`` ... ``W9``, what ``--only`` selects."""
         return self.key.split()[0]
 
 
@@ -443,6 +580,27 @@ def build_cases(sizes: Sizes) -> list[Case]:
             skip=_no_pool_map,
         ),
     ]
+    cases += [
+        Case(
+            key=f"W8 batch {batch}",
+            title=f"{sizes.events:,} events, 3 stages, threads "
+            f"{'1 event' if batch == 1 else f'≤ {batch:,}'} per put",
+            unit=EVENTS_PER_S,
+            measure=functools.partial(stage_pipeline, n=sizes.events, batch=batch),
+            skip=_no_stages,
+        )
+        for batch in W8_BATCHES
+    ]
+    cases += [
+        Case(
+            key="W9",
+            title=f"word count, {sizes.text_bytes / 1e6:g} MB, Flow stages={sizes.flow_stages} "
+            "vs sequential Counter",
+            unit=MB_PER_S,
+            measure=functools.partial(word_count, size=sizes.text_bytes, stages=sizes.flow_stages),
+            skip=_no_flow,
+        ),
+    ]
     return cases
 
 
@@ -518,4 +676,5 @@ def build_targets(sizes: Sizes) -> list[Target]:
             for how in CRASHES
         ),
         versus("W7", "threads", "≥", 1.5),
+        versus("W8 batch 1", "threads", "≥", 1.0),
     ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import WAIT, down_of, recv, tagged
+from conftest import WAIT, down_of, exit_from, recv, tagged
 
 import otpy
 import otpy.stage as stage
@@ -445,12 +445,11 @@ class TestPartitionDispatcher:
         assert otpy.GenServer.call(consumer, "ping") == "pong"
         assert otpy.GenServer.call(source, "ping") == "pong"
 
-    def test_a_permanent_consumer_without_partition_exits_with_the_error(self, runtime):
+    def test_a_permanent_consumer_without_partition_exits_with_the_error(self, runtime, trap):
         me = otpy.self()
         source = Source.start_link(dispatcher=stage.PartitionDispatcher(partitions=2))
-        consumer = Recorder.start(me, subscribe_to=[source])
-        ref = otpy.monitor(consumer)
-        reason = recv(down_of(ref)).reason
+        consumer = Recorder.start_link(me, subscribe_to=[source])  # linked: it may die at once
+        reason = recv(exit_from(consumer)).reason
         assert isinstance(reason, ValueError)
         assert "partition" in str(reason)
         assert otpy.is_alive(source)

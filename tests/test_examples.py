@@ -151,6 +151,8 @@ class TestDemoCommand:
             "ping_pong",
             "kv_store",
             "url_checker",
+            "word_count",
+            "log_aggregation",
         ]
         for name, (module, description) in otpy.demos.DEMOS.items():
             assert (ROOT / "otpy" / "demos" / f"{module}.py").is_file(), name

@@ -455,7 +455,10 @@ class TestDemandProtocol:
         # pending 4 <= 5: asks for max_demand - 4 = 6, as GenStage does
         assert recv(tagged("demand")) == ("demand", 6)
 
-    def test_a_producer_consumer_asks_upstream_only_as_it_hands_events_downstream(self, runtime):
+    def test_a_producer_consumer_handles_input_only_while_downstream_asks(self, runtime):
+        # GenStage's rule: input waits in the producer-consumer until downstream asks;
+        # then a whole batch (max_demand - min_demand) is handled, what it emits beyond
+        # the demand waits in its buffer, and it asks upstream for what it handled.
         me = otpy.self()
         numbers = Numbers.start_link(None, me)
         double = Double.start_link(subscribe_to=[(numbers, {"max_demand": 10, "min_demand": 5})])
@@ -466,14 +469,15 @@ class TestDemandProtocol:
         assert no_message(tagged("events"))
         otpy.GenServer.call(consumer, ("ask", 3))
         assert events_of(consumer, 3) == [0, 2, 4]
+        assert recv(tagged("demand")) == ("demand", 5)  # one batch of 5 handled
         settle(consumer, double, numbers)
-        assert no_message(tagged("demand"))  # only 3 of 10 handled: above min_demand
+        assert no_message(tagged("events"))  # 6 and 8 wait in its buffer
         otpy.GenServer.call(consumer, ("ask", 3))
         assert events_of(consumer, 3) == [6, 8, 10]
-        assert recv(tagged("demand")) == ("demand", 6)  # 6 handled since the last ask
+        assert recv(tagged("demand")) == ("demand", 5)
         settle(consumer, double, numbers)
         assert no_message(tagged("events"))
-        assert sum(otpy.GenServer.call(numbers, "demands")) == 16
+        assert sum(otpy.GenServer.call(numbers, "demands")) == 20
 
     def test_events_from_several_producers_come_with_their_own_from(self, runtime):
         me = otpy.self()
@@ -1125,7 +1129,9 @@ class TestBackPressure:
             ledger, me, total, pause=0.0001, subscribe_to=[(middle, {"max_demand": 20})]
         )
         assert recv(tagged("done"), timeout=20) == ("done", total)
-        assert ledger.max_in_flight <= 50 + 20
+        # Each subscription's max_demand, plus the middle stage's buffer: at most one
+        # input batch (50 - 25) it handled beyond its consumer's demand.
+        assert ledger.max_in_flight <= 50 + 20 + 25
 
     def test_memory_stays_flat_over_a_million_events_through_three_stages(self, runtime):
         me = otpy.self()
@@ -1153,3 +1159,70 @@ class TestBackPressure:
         # A million ints held at once would take tens of megabytes.
         assert peak - start_memory < 4_000_000, (peak - start_memory, ledger.memory)
         assert max(ledger.memory) - min(ledger.memory) < 1_000_000, ledger.memory
+
+
+class _Upto(stage.Producer):
+    """Emits 0..n-1 on demand; then stops normally, if asked to."""
+
+    def init(self, n, stop_when_done=False):
+        self.i = 0
+        self.n = n
+        self.stop_when_done = stop_when_done
+
+    def handle_demand(self, demand):
+        out = list(range(self.i, min(self.n, self.i + demand)))
+        self.i += len(out)
+        if self.stop_when_done and self.i >= self.n:
+            otpy.send(otpy.self(), "done")
+        return out
+
+    def handle_info(self, message):
+        raise otpy.Stop("normal")
+
+
+class _DropAll(stage.ProducerConsumer):
+    def init(self, me, n):
+        self.me = me
+        self.n = n
+        self.seen = 0
+
+    def handle_events(self, events, from_):
+        self.seen += len(events)
+        if self.seen >= self.n:
+            otpy.send(self.me, ("seen", self.seen))
+        return []
+
+
+class _Pass(stage.ProducerConsumer):
+    def handle_events(self, events, from_):
+        return events
+
+
+class _Count(stage.Consumer):
+    def init(self, me):
+        self.me = me
+
+    def handle_events(self, events, from_):
+        otpy.send(self.me, ("got", len(events)))
+
+
+class TestProducerConsumerDemand:
+    def test_a_stage_that_emits_less_than_it_takes_keeps_taking_input(self, runtime):
+        # Downstream demand is used up by the events sent on, as in GenStage.
+        source = _Upto.start_link(10_000)
+        drop = _DropAll.start_link(
+            otpy.self(), 10_000, subscribe_to=[(source, {"max_demand": 100})]
+        )
+        _Count.start_link(otpy.self(), subscribe_to=[(drop, {"max_demand": 10})])
+        assert recv(tagged("seen")) == ("seen", 10_000)
+
+    def test_events_queued_before_a_producer_ends_still_reach_the_consumer(self, runtime, trap):
+        source = _Upto.start_link(100, stop_when_done=True)
+        middle = _Pass.start_link(
+            subscribe_to=[(source, {"max_demand": 100, "cancel": "transient"})]
+        )
+        _Count.start_link(otpy.self(), subscribe_to=[(middle, {"max_demand": 10, "min_demand": 0})])
+        got = 0
+        while got < 100:
+            got += recv(tagged("got"))[1]
+        assert got == 100

@@ -547,12 +547,12 @@ class Process:
         if monitoring:
             for ref, target in monitoring.items():
                 target.drop_monitor(ref)
+        if links:  # before the waiters wake: a linked waiter dies first, as in Erlang
+            for other in links:
+                other.exit_signal(self.pid, reason, self)
         if watchers:
             for reply in watchers:
                 reply.fail(reason)
-        if links:
-            for other in links:
-                other.exit_signal(self.pid, reason, self)
         if monitors:
             pid = self.pid
             for ref, watcher in monitors.items():

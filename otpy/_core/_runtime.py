@@ -183,8 +183,8 @@ class Runtime:
 
     def processes(self) -> list[Pid]:
         """Pids of every live process of this runtime, oldest first."""
-        with self._lock:
-            return [p.pid for p in self._procs.values()]
+        with self._lock:  # a dying process leaves the table a moment after it is dead
+            return [p.pid for p in self._procs.values() if p.alive]
 
     def process_of(self, pid: Pid) -> Process | None:
         proc = pid._proc

@@ -42,6 +42,14 @@ DEMOS: dict[str, tuple[str, str]] = {
         "url_checker",
         "check 20 fake URLs five at a time with Task.async_stream, timing out the slow ones",
     ),
+    "word_count": (
+        "word_count",
+        "count the words of a few MB of text with otpy.flow, the same as a sequential Counter",
+    ),
+    "log_aggregation": (
+        "log_aggregation",
+        "errors per service per 10 s window of event time, with otpy.flow fixed windows",
+    ),
 }
 """The demos by name: ``name -> (module under otpy.demos, one-line description)``."""
 

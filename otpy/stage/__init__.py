@@ -24,6 +24,7 @@ protocol, the dispatchers for how events are shared, and
 :class:`ConsumerSupervisor` for a child process per event.
 """
 
+from ..flow import Flow as Flow
 from ._consumer_supervisor import ConsumerSupervisor as ConsumerSupervisor
 from ._dispatchers import BroadcastDispatcher as BroadcastDispatcher
 from ._dispatchers import DemandDispatcher as DemandDispatcher
@@ -45,6 +46,7 @@ __all__ = [
     "ConsumerSupervisor",
     "DemandDispatcher",
     "Dispatcher",
+    "Flow",
     "PartitionDispatcher",
     "Producer",
     "ProducerConsumer",

@@ -141,6 +141,15 @@ class _Cancel:
         self.reason = reason
 
 
+class _Cancelled:
+    """In a producer-consumer's input queue: the producer's subscription ended here."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: tuple[str, Any]) -> None:
+        self.reason = reason
+
+
 class _SubscribeCmd:
     __slots__ = ("opts", "producer")
 
@@ -255,7 +264,7 @@ class _Stage(GenServer):
     _otpy_buffer_keep: str
     _otpy_demand_mode: str
     _otpy_pending_demand: int
-    _otpy_pc_queue: deque[tuple[_Upstream, Any]]
+    _otpy_pc_queue: deque[tuple[_Upstream, Any]]  # (subscription, events or _Cancelled)
     _otpy_pc_demand: int
 
     # -- starting ----------------------------------------------------------------------
@@ -432,6 +441,8 @@ class _Stage(GenServer):
             events = list(events)
         if not events:
             return
+        if self._otpy_consumes:  # a producer-consumer: what it sends uses up downstream demand
+            self._otpy_pc_demand -= min(len(events), self._otpy_pc_demand)
         if self._otpy_buffer:
             self._otpy_store(events)  # keep the order: buffered events go first
             return
@@ -580,17 +591,26 @@ class _Stage(GenServer):
             core.send(up.producer, _Ask(up.ref, more))
 
     def _otpy_drain(self) -> None:
-        """A producer-consumer handles queued input while downstream has demand."""
+        """A producer-consumer handles queued input while downstream has demand.
+
+        As in GenStage, the demand is used up by the events it sends on, not by
+        the ones it takes in: a stage that filters or folds keeps taking input.
+        A cancellation from upstream waits in the queue behind that producer's
+        events, so they are handled first.
+        """
         queue = self._otpy_pc_queue
         while queue and self._otpy_pc_demand > 0:
-            up, events = queue[0]
-            step = max(1, min(self._otpy_pc_demand, up.options.max_demand - up.options.min_demand))
-            batch, rest = events[:step], events[step:]
+            up, item = queue[0]
+            if type(item) is _Cancelled:
+                queue.popleft()
+                self._otpy_cancelled(up, item.reason)
+                continue
+            step = max(1, up.options.max_demand - up.options.min_demand)
+            batch, rest = item[:step], item[step:]
             if rest:
                 queue[0] = (up, rest)
             else:
                 queue.popleft()
-            self._otpy_pc_demand -= len(batch)
             self._otpy_emit(self.handle_events(batch, up.from_))  # type: ignore[attr-defined]
             self._otpy_handled(up, len(batch))
 
@@ -602,12 +622,11 @@ class _Stage(GenServer):
             if up.monitor is not None:
                 self._otpy_monitors.pop(up.monitor, None)
                 core.demonitor(up.monitor, flush=True)
-            self._otpy_pc_queue = deque(item for item in self._otpy_pc_queue if item[0] is not up)
-            self._otpy_emit(self.handle_cancel(reason, up.from_))
-            why = reason[1]
-            mode = up.options.cancel
-            if mode == "permanent" or (mode == "transient" and not core.is_normal_exit(why)):
-                raise Stop(why)
+            if any(entry[0] is up for entry in self._otpy_pc_queue):
+                self._otpy_pc_queue.append((up, _Cancelled(reason)))  # after its events
+                self._otpy_drain()
+            else:
+                self._otpy_cancelled(up, reason)
             return
         consumer = self._otpy_downstream.pop(ref, None)
         if consumer is not None:
@@ -621,6 +640,14 @@ class _Stage(GenServer):
             if reason[0] == "cancel":
                 core.send(consumer, _Cancel(ref, reason[1]))  # the consumer learns it too
             self._otpy_emit(self.handle_cancel(reason, (consumer, ref)))
+
+    def _otpy_cancelled(self, up: _Upstream, reason: tuple[str, Any]) -> None:
+        """A subscription to a producer ended: tell the callback, then follow the cancel mode."""
+        self._otpy_emit(self.handle_cancel(reason, up.from_))
+        why = reason[1]
+        mode = up.options.cancel
+        if mode == "permanent" or (mode == "transient" and not core.is_normal_exit(why)):
+            raise Stop(why)
 
 
 def _whereis(producer: object) -> Pid | None:

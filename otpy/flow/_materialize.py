@@ -1,0 +1,428 @@
+"""Turning a flow into processes, and the iterator that consumes them.
+
+Materializing happens in two steps. :func:`plan` walks the flow from its end
+back to its sources and decides every process (validating the flow, so a bad
+flow raises before anything starts); :func:`start` starts them, sources
+first, each linked to the consuming process. A layer of stages is skipped
+only where a source layer (``from_enumerable``/``from_stages``) has no
+operations and no window: then the next layer, or the consumer, takes the
+events from the sources directly, as in Elixir's Flow.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import attrs
+
+from .. import _core as core
+from .._core import Down, Pid, Ref
+from .._exceptions import ExitError, Timeout
+from .._partition_supervisor import stable_hash
+from ._ops import Tag, split
+from ._stages import GO, FlowSource, FlowStage, Inlet, Route, StagePlan, _Done, _Events, send_ask
+
+if TYPE_CHECKING:
+    from ._flow import Flow
+
+__all__ = [
+    "Departitioned",
+    "Enumerables",
+    "FlowIterator",
+    "FromStages",
+    "Input",
+    "Partitioned",
+]
+
+T = TypeVar("T")
+
+
+# -- where a layer's events come from ---------------------------------------------------------------
+
+
+@attrs.frozen
+class Enumerables:
+    iterables: tuple[Iterable[Any], ...]
+
+
+@attrs.frozen
+class FromStages:
+    producers: tuple[object, ...]
+
+
+@attrs.frozen
+class Partitioned:
+    parent: Flow[Any]
+    key: Callable[[Any], Any] | None
+    hash: Callable[[Any], Any] | None
+
+
+@attrs.frozen
+class Departitioned:
+    parent: Flow[Any]
+    acc_factory: Callable[[], Any]
+    merge: Callable[[Any, Any], Any]
+    done: Callable[[Any], Any]
+    tag: Tag
+
+
+Input: TypeAlias = Enumerables | FromStages | Partitioned | Departitioned
+
+
+# -- planning -----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Sources:
+    iterables: tuple[Iterable[Any], ...]
+    consumers: int
+    route: Route | None
+    discard: bool
+    limit: int
+
+
+@attrs.frozen
+class _Bridge:
+    producers: tuple[object, ...]
+    consumers: int
+    route: Route | None
+    discard: bool
+    limit: int
+    max_demand: int
+    min_demand: int
+
+
+@attrs.frozen
+class _Stages:
+    upstream: _Node
+    count: int
+    plan: StagePlan
+
+
+_Node: TypeAlias = "_Sources | _Bridge | _Stages"
+
+
+def _route(partitioned: Partitioned, n: int) -> Route | None:
+    """How the layer before a partition of ``n`` stages routes each event."""
+    hash_fn, key_fn = partitioned.hash, partitioned.key
+    if hash_fn is not None:
+
+        def by_hash(event: Any) -> int | None:
+            partition = hash_fn(event)
+            if partition is None:
+                return None
+            if (
+                isinstance(partition, bool)
+                or not isinstance(partition, int)
+                or not (0 <= partition < n)
+            ):
+                raise ValueError(
+                    f"the hash function of partition() must return a partition in range(0, {n}) "
+                    f"or None; {hash_fn!r} returned {partition!r} for {event!r}"
+                )
+            return partition
+
+        return by_hash
+    if n == 1:
+        return None
+    if key_fn is not None:
+        return lambda event: stable_hash(key_fn(event)) % n
+    return lambda event: stable_hash(event) % n
+
+
+def _demands(flow: Flow[Any]) -> tuple[int, int]:
+    max_demand = flow._max_demand
+    min_demand = flow._min_demand
+    return max_demand, max_demand // 2 if min_demand is None else min_demand
+
+
+def plan(
+    flow: Flow[Any],
+    consumers: int,
+    route: Route | None,
+    discard: bool,
+    tag: Tag | None,
+    limit: int,
+) -> _Node:
+    """The processes of ``flow``, whose last layer feeds ``consumers`` through ``route``.
+
+    ``limit`` is the consumers' ``max_demand``: a process asks its producers for
+    more only while fewer events than that wait in it for its consumers.
+
+    Raises:
+        ValueError: a window is set on a layer that does not reduce.
+    """
+    inp = flow._input
+    layer = split(flow._ops)
+    window = flow._window
+    if not window.is_plain and layer.reduce is None:
+        raise ValueError(
+            f"a {window.kind} window (or a trigger) was set on a part of the flow that does not "
+            "reduce; add reduce()/group_by() after the partition() or from_*() that sets it"
+        )
+    max_demand, min_demand = _demands(flow)
+    if isinstance(inp, (Enumerables, FromStages)) and layer.empty and window.is_plain and not tag:
+        return _source(inp, consumers, route, discard, limit, max_demand, min_demand)
+    count = 1 if isinstance(inp, Departitioned) else flow._stages
+    upstream: _Node
+    if isinstance(inp, (Enumerables, FromStages)):
+        upstream = _source(inp, count, None, False, max_demand, max_demand, min_demand)
+    elif isinstance(inp, Partitioned):
+        upstream = plan(inp.parent, count, _route(inp, count), False, None, max_demand)
+    else:
+        upstream = plan(inp.parent, 1, None, False, inp.tag, max_demand)
+    departition = None
+    if isinstance(inp, Departitioned):
+        departition = (inp.parent._stages, inp.acc_factory, inp.merge, inp.done)
+    stage_plan = StagePlan(
+        layer=layer,
+        window=window,
+        partitions=count,
+        max_demand=max_demand,
+        min_demand=min_demand,
+        consumers=consumers,
+        route=route,
+        discard=discard,
+        limit=limit,
+        tag=tag,
+        departition=departition,
+    )
+    return _Stages(upstream, count, stage_plan)
+
+
+def _source(
+    inp: Enumerables | FromStages,
+    consumers: int,
+    route: Route | None,
+    discard: bool,
+    limit: int,
+    max_demand: int,
+    min_demand: int,
+) -> _Node:
+    if isinstance(inp, Enumerables):
+        return _Sources(inp.iterables, consumers, route, discard, limit)
+    return _Bridge(inp.producers, consumers, route, discard, limit, max_demand, min_demand)
+
+
+def start(node: _Node, started: list[Pid]) -> tuple[Pid, ...]:
+    """Start the processes of ``node`` (sources first), linked to the caller.
+
+    Every pid started is appended to ``started``, also when a later start fails.
+    """
+    owner = core.self()
+    if isinstance(node, _Sources):
+        pids = []
+        for index, iterable in enumerate(node.iterables):
+            pid = FlowSource.start_link(
+                iterable, index, node.consumers, node.route, node.discard, node.limit, owner
+            )
+            assert pid is not None
+            started.append(pid)
+            pids.append(pid)
+        return tuple(pids)
+    if isinstance(node, _Bridge):
+        from ._bridge import FlowBridge  # imports otpy.stage, which imports otpy.flow
+
+        pid = FlowBridge.start_link(
+            node.consumers,
+            node.route,
+            node.discard,
+            node.limit,
+            node.max_demand,
+            node.min_demand,
+            len(node.producers),
+            owner,
+            subscribe_to=[
+                (
+                    p,
+                    {
+                        "cancel": "transient",
+                        "max_demand": node.max_demand,
+                        "min_demand": node.min_demand,
+                    },
+                )
+                for p in node.producers
+            ],
+        )
+        assert pid is not None
+        started.append(pid)
+        return (pid,)
+    producers = start(node.upstream, started)
+    pids = []
+    for index in range(node.count):
+        pid = FlowStage.start_link(node.plan, index, producers, owner)
+        assert pid is not None
+        started.append(pid)
+        pids.append(pid)
+    return tuple(pids)
+
+
+def default_stages() -> int:
+    return os.cpu_count() or 1
+
+
+# -- consuming ----------------------------------------------------------------------------------------
+
+
+def _exit_error(reason: Any) -> ExitError:
+    err = ExitError(reason, "Flow")
+    if isinstance(reason, BaseException):
+        err.__cause__ = reason
+    return err
+
+
+class _Matcher:
+    """Selects a flow's messages in its consumer's mailbox (holds no reference to the iterator)."""
+
+    __slots__ = ("refs", "token")
+
+    def __init__(self, token: object) -> None:
+        self.token = token
+        self.refs: set[Ref] = set()
+
+    def __call__(self, message: Any) -> bool:
+        kind = type(message)
+        if kind is _Events or kind is _Done:
+            return message.tag is self.token
+        return kind is Down and message.ref in self.refs
+
+
+class FlowIterator(Iterator[T]):
+    """The lazy iterator over a flow's results; what ``iter(flow)`` returns.
+
+    The flow's processes start at the first ``next()``, in the current
+    runtime, linked to the process that iterates (the *owner*), which is the
+    flow's final consumer: it asks the last stages for ``max_demand`` events
+    at a time and takes new events from its mailbox only when it has yielded
+    all it holds, so a slow reader slows the whole flow down.
+
+    When the flow ends, when :meth:`close` is called (``with flow.stream()
+    as it:`` calls it), or when the iterator is garbage collected (as after
+    ``break`` in a ``for`` loop over the flow), every process of the flow is
+    stopped. A crash in any of them (a user function that raised, an
+    iterable that failed, a ``from_stages`` producer that exited abnormally)
+    kills the owner through the link, unless it traps exits; either way the
+    iterator raises ``otpy.ExitError`` with the crash's reason and stops the
+    rest of the flow. If the owner exits (even normally) the flow stops too.
+
+    The owner alone may wait for events: ``next()`` from another process
+    raises ``ValueError`` when the events already received are used up.
+    """
+
+    __module__ = "otpy.flow"
+
+    def __init__(self, flow: Flow[T], *, discard: bool = False) -> None:
+        self._flow = flow
+        self._discard = discard
+        self._owner: Pid | None = None
+        self._pids: list[Pid] = []
+        self._refs: list[Ref] = []
+        self._buffer: deque[Any] = deque()
+        self._inlet: Inlet | None = None
+        self._matcher = _Matcher(object())
+        self._closed = False
+
+    def __iter__(self) -> FlowIterator[T]:
+        return self
+
+    def __enter__(self) -> FlowIterator[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __next__(self) -> T:
+        if self._buffer:
+            return self._buffer.popleft()  # type: ignore[no-any-return]
+        if self._closed:
+            raise StopIteration
+        try:
+            if self._inlet is None:
+                self._start()
+            elif core.self() != self._owner:
+                raise ValueError(
+                    f"this flow is consumed by {self._owner!r}; iterate it in one process"
+                )
+            inlet = self._inlet
+            assert inlet is not None
+            while not self._buffer:
+                if inlet.left == 0:
+                    break
+                self._handle(core.receive(match=self._matcher), inlet)
+        except ExitError as exc:  # killed through the link to a crashed process of the flow
+            self.close()
+            if exc.what == "Flow":
+                raise
+            raise _exit_error(exc.reason)  # its __cause__ is the crash, as with a Down
+        except BaseException:
+            self.close()
+            raise
+        if self._buffer:
+            return self._buffer.popleft()  # type: ignore[no-any-return]
+        self.close()
+        raise StopIteration
+
+    def _start(self) -> None:
+        self._owner = core.self()
+        flow = self._flow
+        max_demand = flow._max_demand
+        min_demand = max_demand // 2 if flow._min_demand is None else flow._min_demand
+        node = plan(flow, 1, None, self._discard, None, max_demand)
+        try:
+            producers = start(node, self._pids)
+        finally:
+            for pid in self._pids:  # also those started before a failed start
+                ref = core.monitor(pid)
+                self._refs.append(ref)
+                self._matcher.refs.add(ref)
+        for pid in self._pids:
+            core.send(pid, GO)
+        self._inlet = Inlet(
+            len(producers), max_demand, min_demand, send_ask(producers, 0, self._matcher.token)
+        )
+        self._inlet.start()
+
+    def _handle(self, message: Any, inlet: Inlet) -> None:
+        kind = type(message)
+        if kind is _Events:
+            self._buffer.extend(message.events)
+            inlet.received(message.producer, len(message.events))
+            inlet.pump()
+        elif kind is _Done:
+            inlet.finished(message.producer)
+        else:  # the Down of one of the flow's processes: it died before the flow ended
+            raise _exit_error(message.reason)
+
+    def close(self) -> None:
+        """Stop the flow's processes; the iterator yields nothing more (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        owner = self._owner
+        if owner is None:
+            return
+        try:
+            alive = core.self() == owner
+        except ExitError:  # the owner was killed through a link: this was its last word
+            alive = False
+        if alive:
+            for ref in self._refs:
+                core.demonitor(ref, flush=True)
+        for pid in self._pids:
+            core.kill_quietly(pid, unlink=owner)
+        if alive:
+            while True:  # events sent before the kill must not linger in the owner's mailbox
+                try:
+                    core.receive(timeout=0, match=self._matcher)
+                except Timeout:
+                    break
+
+    def __del__(self) -> None:
+        # Dropped unfinished: stop the processes from whatever thread the collector runs on.
+        if not getattr(self, "_closed", True) and self._owner is not None:
+            for pid in self._pids:
+                core.kill_quietly(pid, unlink=self._owner)
