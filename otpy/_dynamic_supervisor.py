@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -228,7 +228,7 @@ class DynamicSupervisorServer(GenServer):
             return
         backoff = child.spec.backoff or self.options.backoff
         if backoff is None:
-            self._count_restart(f"child {pid!r} exited: {reason!r}")
+            self._count_restart(lambda: f"child {pid!r} exited: {reason!r}")
         if not core.is_normal_exit(reason):
             _log.error("%s: child %r exited: %r; restarting", self.label, pid, reason)
         if backoff is not None:
@@ -260,12 +260,12 @@ class DynamicSupervisorServer(GenServer):
         if child.pid is None:  # its start ignored it this time
             del self.children[key]
 
-    def _count_restart(self, why: str) -> None:
+    def _count_restart(self, why: str | Callable[[], str]) -> None:
         if count_restart(self.restarts, self.options.max_restarts, self.options.max_seconds):
             _log.error(
                 "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
                 self.label,
-                why,
+                why if isinstance(why, str) else why(),
                 self.options.max_restarts,
                 self.options.max_seconds,
             )

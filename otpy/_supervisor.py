@@ -535,7 +535,7 @@ class _SupervisorServer(GenServer):
         group = self._group(child)
         backoff = child.spec.backoff or self.backoff
         if backoff is None:
-            self._count_restart(f"child {child.spec.id!r} ({pid!r}) exited: {reason!r}")
+            self._count_restart(lambda: f"child {child.spec.id!r} ({pid!r}) exited: {reason!r}")
         if not core.is_normal_exit(reason):
             _log.error(
                 "%s: child %r (%r) exited: %r; restarting", self.label, child.spec.id, pid, reason
@@ -569,12 +569,12 @@ class _SupervisorServer(GenServer):
             return list(self.children)
         return self.children[self.children.index(child) :]
 
-    def _count_restart(self, why: str) -> None:
+    def _count_restart(self, why: str | Callable[[], str]) -> None:
         if count_restart(self.restarts, self.max_restarts, self.max_seconds):
             _log.error(
                 "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
                 self.label,
-                why,
+                why if isinstance(why, str) else why(),
                 self.max_restarts,
                 self.max_seconds,
             )
