@@ -18,6 +18,7 @@ import tracemalloc
 
 import pytest
 from conftest import WAIT, down_of, recv, tagged, wait_until
+from stage_helpers import Numbers
 
 import otpy
 import otpy.stage as stage
@@ -26,33 +27,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-class Numbers(stage.Producer):
-    """Counts from 0 on demand, up to ``limit`` (None: forever); reports each demand."""
-
-    def init(self, limit=None, observer=None):
-        self.next = 0
-        self.limit = limit
-        self.observer = observer
-        self.demands = []
-
-    def handle_demand(self, demand):
-        self.demands.append(demand)
-        if self.observer is not None:
-            otpy.send(self.observer, ("demand", demand))
-        high = self.next + demand if self.limit is None else min(self.next + demand, self.limit)
-        events = list(range(self.next, high))
-        self.next = high
-        return events
-
-    def handle_call(self, request, caller):
-        match request:
-            case "demands":
-                return list(self.demands)
-            case "ping":
-                return "pong"
-        raise AssertionError(f"unexpected call {request!r}")
 
 
 class Source(stage.Producer):
