@@ -72,8 +72,13 @@ _log = logging.getLogger("otpy.process")
 BUDGET = 64
 """Messages a reactive process handles per turn before it yields its thread."""
 
-INTERRUPT_DELAY = 0.05
-"""Seconds a killed process's code may keep running before it is interrupted."""
+INTERRUPT_DELAY = 0.2
+"""Seconds a killed process's code may keep running before it is interrupted.
+
+An asynchronous exception is a last resort: it can land between a library's
+lock acquire and its ``try`` (logging's handlers, for one) and leave that lock
+held. Code that reaches an otpy call or ends within this time never gets one.
+"""
 
 MAX_INLINE_DEPTH = 24
 """Nested inline runs one thread may stack before calls go through the pool."""

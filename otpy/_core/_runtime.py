@@ -163,10 +163,30 @@ class Runtime:
         with self._lock:
             self._zombies[proc] = ts
             closing = self._closing
-        if closing:
-            self._exorcise(proc)
-        else:
+        if not closing:  # when closing, shutdown() deals with its zombies at its end
             self.timers.schedule(INTERRUPT_DELAY, lambda: self._exorcise(proc))
+
+    def _exorcise_all(self, deadline: float | None) -> None:
+        """At shutdown: let dead processes' code finish by itself for a moment, then interrupt.
+
+        An asynchronous exception can land anywhere, also between a library's
+        lock acquire and its ``try`` (logging's handlers, for one), so it is the
+        last resort: code that returns to an otpy call or ends within the grace
+        period is never interrupted.
+        """
+        grace_end = time.monotonic() + INTERRUPT_DELAY
+        if deadline is not None:
+            grace_end = min(grace_end, max(deadline, time.monotonic() + 0.01))
+        while time.monotonic() < grace_end:
+            with self._lock:
+                running = [p for p, ts in self._zombies.items() if p._ts is ts]
+            if not running:
+                break
+            time.sleep(0.002)
+        with self._lock:
+            zombies = list(self._zombies)
+        for proc in zombies:
+            self._exorcise(proc)
 
     def _exorcise(self, proc: Process) -> None:
         with self._lock:
@@ -174,12 +194,7 @@ class Runtime:
         if ts is None or proc.interrupt(ts):
             return
         if not self._closing:
-            self.haunted_by(proc, ts)  # not safe this instant: try again shortly
-            return
-        for _ in range(100):  # shutting down: no timer to wait for, so wait here a little
-            time.sleep(0.001)
-            if proc.interrupt(ts):
-                return
+            self.haunted_by(proc, ts)  # the thread id was not found: try again shortly
 
     def processes(self) -> list[Pid]:
         """Pids of every live process of this runtime, oldest first."""
@@ -258,10 +273,7 @@ class Runtime:
             left = list(self._procs.values())
         for proc in left:
             proc.exit_signal(self.root, KILL)
-        with self._lock:
-            zombies = list(self._zombies)
-        for proc in zombies:
-            self._exorcise(proc)
+        self._exorcise_all(deadline)
         self.timers.close()
         self.scheduler.close(timeout=max(1.0, timeout or 1.0))
 
