@@ -158,7 +158,8 @@ class Runtime:
         """``proc`` died while its code runs on ``ts``'s thread: interrupt it soon.
 
         The code gets ``INTERRUPT_DELAY`` seconds to reach its next otpy call
-        (which stops it cleanly); shutdown interrupts it at once.
+        (which stops it cleanly) or to end; during shutdown, the same grace is
+        given once for all of them (see :meth:`_exorcise_all`).
         """
         with self._lock:
             self._zombies[proc] = ts
@@ -166,7 +167,7 @@ class Runtime:
         if not closing:  # when closing, shutdown() deals with its zombies at its end
             self.timers.schedule(INTERRUPT_DELAY, lambda: self._exorcise(proc))
 
-    def _exorcise_all(self, deadline: float | None) -> None:
+    def _exorcise_all(self) -> None:
         """At shutdown: let dead processes' code finish by itself for a moment, then interrupt.
 
         An asynchronous exception can land anywhere, also between a library's
@@ -175,8 +176,6 @@ class Runtime:
         period is never interrupted.
         """
         grace_end = time.monotonic() + INTERRUPT_DELAY
-        if deadline is not None:
-            grace_end = min(grace_end, max(deadline, time.monotonic() + 0.01))
         while time.monotonic() < grace_end:
             with self._lock:
                 running = [p for p, ts in self._zombies.items() if p._ts is ts]
@@ -273,7 +272,7 @@ class Runtime:
             left = list(self._procs.values())
         for proc in left:
             proc.exit_signal(self.root, KILL)
-        self._exorcise_all(deadline)
+        self._exorcise_all()
         self.timers.close()
         self.scheduler.close(timeout=max(1.0, timeout or 1.0))
 
