@@ -6,40 +6,21 @@ user would start it. Timing lines are only checked for their shape.
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_examples import ROOT
+from test_examples import run_python as run_example
 
 import otpy.demos
 
 pytestmark = pytest.mark.timeout(60)
 
-ROOT = Path(__file__).resolve().parent.parent
-RUN_TIMEOUT = 45.0
-
 
 def run_python(*args: str) -> str:
-    """Run ``python *args`` from the repository root; its stdout, after checking it exited 0."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = subprocess.run(
-        [sys.executable, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-    )
-    assert proc.returncode == 0, (
-        f"python {' '.join(args)} exited with {proc.returncode}\n"
-        f"--- stdout ---\n{proc.stdout}\n--- stderr ---\n{proc.stderr}"
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.stdout
+    """Run ``python *args`` from the repository root; its stdout (it must exit 0)."""
+    return run_example(*args).stdout
 
 
 def top_words(out: str) -> list[tuple[str, int]]:
