@@ -502,7 +502,11 @@ def _unsupported(table: _Table, what: str) -> TypeError:
 
 
 def _options(
-    keys: object, name: object, partitions: object, listeners: object, meta: object
+    keys: object,
+    name: object,
+    partitions: object = 1,
+    listeners: object = (),
+    meta: object = None,
 ) -> dict[str, Any]:
     """Check start_link's options; returns them as init's keyword arguments."""
     if keys not in _KEYS:
@@ -581,17 +585,10 @@ class Registry(GenServer):
 
     @classmethod
     def start(  # type: ignore[override]
-        cls,
-        keys: Keys = "unique",
-        name: str | None = None,
-        *,
-        partitions: int = 1,
-        listeners: Iterable[str | Pid] = (),
-        meta: Mapping[Any, Any] | None = None,
+        cls, keys: Keys = "unique", name: str | None = None, **options: Any
     ) -> Pid:
-        """Like :meth:`start_link`, without the link."""
-        options = _options(keys, name, partitions, listeners, meta)
-        pid = super().start(name=name, **options)
+        """Like :meth:`start_link` (same options), without the link."""
+        pid = super().start(name=name, **_options(keys, name, **options))
         assert pid is not None
         return pid
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,35 @@ def idle() -> None:
 def raise_(exc: BaseException) -> None:
     """A process body that raises ``exc``."""
     raise exc
+
+
+def nothing_pending(match) -> bool:
+    """Whether no message matching ``match`` is in the mailbox right now."""
+    try:
+        otpy.receive(timeout=0, match=match)
+    except otpy.Timeout:
+        return True
+    return False
+
+
+def in_thread(fn):
+    """Run ``fn`` in a new plain thread; return what it returned or raise what it raised."""
+    result: queue.Queue = queue.Queue()
+
+    def body():
+        try:
+            result.put(("ok", fn()))
+        except BaseException as exc:  # handed to the test thread
+            result.put(("error", exc))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(WAIT * 2)
+    assert not thread.is_alive(), "the plain thread did not finish"
+    kind, value = result.get_nowait()
+    if kind == "error":
+        raise value
+    return value
 
 
 def wait_until(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from conftest import nothing_pending as no_message
+
 import otpy
 import otpy.stage as stage
+
+__all__ = ["Numbers", "no_message", "settle"]
 
 
 class Numbers(stage.Producer):
@@ -31,3 +35,9 @@ class Numbers(stage.Producer):
             case "ping":
                 return "pong"
         raise AssertionError(f"unexpected call {request!r}")
+
+
+def settle(*pids):
+    """Call each stage in turn: whatever it sent before now has reached the next one."""
+    for pid in pids:
+        otpy.GenServer.call(pid, "ping")

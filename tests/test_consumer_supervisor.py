@@ -15,7 +15,7 @@ import time
 
 import pytest
 from conftest import WAIT, down_of, recv, tagged, wait_until
-from stage_helpers import Numbers
+from stage_helpers import Numbers, no_message
 
 import otpy
 import otpy.stage as stage
@@ -93,14 +93,6 @@ def always_fails(attempts, event):
 def started(n, timeout=WAIT):
     """The next ``n`` "started" reports: (event, pid) pairs."""
     return [recv(tagged("started"), timeout)[1:] for _ in range(n)]
-
-
-def no_message(match):
-    try:
-        otpy.receive(timeout=0, match=match)
-    except otpy.Timeout:
-        return True
-    return False
 
 
 class Job(otpy.GenServer):

@@ -13,7 +13,7 @@ import logging
 
 import pytest
 from conftest import WAIT, down_of, exit_from, recv, tagged
-from stage_helpers import Numbers
+from stage_helpers import Numbers, no_message, settle
 
 import otpy
 import otpy.stage as stage
@@ -88,21 +88,6 @@ def events_of(consumer, n, timeout=WAIT):
 def cancel_of(consumer, timeout=WAIT):
     """The reason ``consumer``'s handle_cancel reports."""
     return recv(lambda m: tagged("cancel")(m) and m[1] == consumer, timeout)[2]
-
-
-def settle(*pids):
-    """Call each stage in turn: whatever it sent before now has reached the next one."""
-    for pid in pids:
-        otpy.GenServer.call(pid, "ping")
-
-
-def no_message(match):
-    """True if no message that ``match`` accepts is in the mailbox."""
-    try:
-        otpy.receive(timeout=0, match=match)
-    except otpy.Timeout:
-        return True
-    return False
 
 
 def no_events_for(consumer):

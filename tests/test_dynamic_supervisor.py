@@ -12,7 +12,7 @@ import logging
 import time
 
 import pytest
-from conftest import down_of, exit_from, raise_, recv, wait_until
+from conftest import down_of, exit_from, nothing_pending, raise_, recv, wait_until
 
 import otpy
 
@@ -22,14 +22,6 @@ DS = otpy.DynamicSupervisor
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def nothing_pending(match) -> bool:
-    try:
-        otpy.receive(timeout=0, match=match)
-    except otpy.Timeout:
-        return True
-    return False
 
 
 def event(kind, tag=None):

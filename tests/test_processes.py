@@ -16,7 +16,7 @@ import time
 
 import attrs
 import pytest
-from conftest import WAIT, down_of, exit_from, idle, raise_, recv, tagged, wait_until
+from conftest import WAIT, down_of, exit_from, idle, in_thread, raise_, recv, tagged, wait_until
 
 import otpy
 
@@ -903,26 +903,6 @@ class TestProcesses:
 
 
 # --- plain threads ----------------------------------------------------------------------------------
-
-
-def in_thread(fn):
-    """Run ``fn`` in a new plain thread; return what it returned or raise what it raised."""
-    result: queue.Queue = queue.Queue()
-
-    def body():
-        try:
-            result.put(("ok", fn()))
-        except BaseException as exc:  # handed to the test thread
-            result.put(("error", exc))
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join(WAIT * 2)
-    assert not thread.is_alive(), "the plain thread did not finish"
-    kind, value = result.get_nowait()
-    if kind == "error":
-        raise value
-    return value
 
 
 class TestPlainThreads:

@@ -16,31 +16,11 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, idle, recv
+from conftest import WAIT, idle, in_thread, recv
 
 import otpy
 
 pytestmark = pytest.mark.timeout(30)
-
-
-def in_thread(fn):
-    """Run ``fn`` in a new plain thread; return what it returned or raise what it raised."""
-    result: queue.Queue = queue.Queue()
-
-    def body():
-        try:
-            result.put(("ok", fn()))
-        except BaseException as exc:  # handed to the test thread
-            result.put(("error", exc))
-
-    thread = threading.Thread(target=body)
-    thread.start()
-    thread.join(WAIT * 2)
-    assert not thread.is_alive(), "the plain thread did not finish"
-    kind, value = result.get_nowait()
-    if kind == "error":
-        raise value
-    return value
 
 
 class Recorder(otpy.GenServer):

@@ -18,7 +18,7 @@ import tracemalloc
 
 import pytest
 from conftest import WAIT, down_of, recv, tagged, wait_until
-from stage_helpers import Numbers
+from stage_helpers import Numbers, settle
 
 import otpy
 import otpy.stage as stage
@@ -136,12 +136,6 @@ def events_of(consumer, n, timeout=WAIT):
         msg = recv(lambda m: tagged("events")(m) and m[1] == consumer, timeout)
         got.extend(msg[2])
     return got
-
-
-def settle(*pids):
-    """Call each stage in turn: whatever it sent before now has reached the next one."""
-    for pid in pids:
-        otpy.GenServer.call(pid, "ping")
 
 
 def no_message(match, timeout=0.0):

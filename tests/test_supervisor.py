@@ -15,7 +15,7 @@ import random
 import time
 
 import pytest
-from conftest import down_of, exit_from, raise_, recv, wait_until
+from conftest import down_of, exit_from, nothing_pending, raise_, recv, wait_until
 
 import otpy
 
@@ -23,15 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def nothing_pending(match) -> bool:
-    """Whether no message matching ``match`` is in the mailbox right now."""
-    try:
-        otpy.receive(timeout=0, match=match)
-    except otpy.Timeout:
-        return True
-    return False
 
 
 def event(kind, tag=None):

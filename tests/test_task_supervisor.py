@@ -12,7 +12,7 @@ import threading
 import time
 
 import pytest
-from conftest import down_of, raise_, recv, tagged, wait_until
+from conftest import down_of, nothing_pending, raise_, recv, tagged, wait_until
 
 import otpy
 
@@ -22,14 +22,6 @@ TS = otpy.TaskSupervisor
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-def nothing_pending(match) -> bool:
-    try:
-        otpy.receive(timeout=0, match=match)
-    except otpy.Timeout:
-        return True
-    return False
 
 
 def wait_for_go(parent, value):
