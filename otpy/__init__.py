@@ -40,6 +40,7 @@ from ._core import ProcessInfo as ProcessInfo
 from ._core import Ref as Ref
 from ._core import Runtime as Runtime
 from ._core import TimerRef as TimerRef
+from ._core import callers as callers
 from ._core import cancel_timer as cancel_timer
 from ._core import demonitor as demonitor
 from ._core import exit as exit
@@ -57,6 +58,7 @@ from ._core import sleep as sleep
 from ._core import spawn as spawn
 from ._core import spawn_link as spawn_link
 from ._core import spawn_monitor as spawn_monitor
+from ._core import spawn_opt as spawn_opt
 from ._core import trap_exits as trap_exits
 from ._core import unlink as unlink
 from ._core import unregister as unregister
@@ -64,7 +66,9 @@ from ._core import whereis as whereis
 from ._dynamic_supervisor import DynamicSupervisor as DynamicSupervisor
 from ._exceptions import AlreadyRegisteredError as AlreadyRegisteredError
 from ._exceptions import AlreadyStartedError as AlreadyStartedError
+from ._exceptions import DeadlockError as DeadlockError
 from ._exceptions import ExitError as ExitError
+from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import MaxChildrenError as MaxChildrenError
 from ._exceptions import NoProcError as NoProcError
 from ._exceptions import NotFoundError as NotFoundError
@@ -115,12 +119,14 @@ __all__ = [
     "ChildInfo",
     "ChildSpec",
     "Continue",
+    "DeadlockError",
     "Down",
     "DynamicSupervisor",
     "Exit",
     "ExitError",
     "From",
     "GenServer",
+    "MailboxFullError",
     "MaxChildrenError",
     "NoProcError",
     "NotFoundError",
@@ -140,6 +146,7 @@ __all__ = [
     "TaskSupervisor",
     "Timeout",
     "TimerRef",
+    "callers",
     "cancel_timer",
     "demonitor",
     "exit",
@@ -158,6 +165,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "spawn_opt",
     "supervise",
     "trap_exits",
     "unlink",

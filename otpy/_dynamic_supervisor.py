@@ -39,7 +39,7 @@ from . import _core as core
 from ._child_spec import ChildSpec
 from ._core import Exit, Pid
 from ._exceptions import MaxChildrenError, NotFoundError, OtpError, StartError
-from ._gen_server import GenServer, Stop
+from ._gen_server import GenServer
 from ._supervisor import (
     RESTARTING,
     Backoff,
@@ -49,6 +49,8 @@ from ._supervisor import (
     _start_server,
     child_spec_of,
     count_restart,
+    give_up,
+    report_restart,
     shutdown_children,
     supervisor_label,
 )
@@ -91,7 +93,7 @@ def _options(
 
 
 class _DynChild:
-    __slots__ = ("attempt", "pid", "restarts", "spec", "started_at", "timer")
+    __slots__ = ("attempt", "exited", "pid", "restarts", "spec", "started_at", "timer")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -100,6 +102,7 @@ class _DynChild:
         self.attempt = 0
         self.started_at = 0.0
         self.timer: Any = None
+        self.exited: tuple[Pid | None, Any] = (None, None)  # the last pid and why it went
 
 
 class _Retry:
@@ -222,6 +225,7 @@ class DynamicSupervisorServer(GenServer):
     def _child_exited(self, key: int, reason: Any) -> None:
         child = self.children[key]
         pid, child.pid = child.pid, None
+        child.exited = (pid, reason)
         restart = child.spec.restart
         if restart == "temporary" or (restart == "transient" and core.is_normal_exit(reason)):
             del self.children[key]
@@ -259,17 +263,13 @@ class DynamicSupervisorServer(GenServer):
             return
         if child.pid is None:  # its start ignored it this time
             del self.children[key]
+        old, reason = child.exited
+        report_restart(child.spec.id, old, child.pid, reason, child.restarts)
 
     def _count_restart(self, why: str | Callable[[], str]) -> None:
-        if count_restart(self.restarts, self.options.max_restarts, self.options.max_seconds):
-            _log.error(
-                "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
-                self.label,
-                why if isinstance(why, str) else why(),
-                self.options.max_restarts,
-                self.options.max_seconds,
-            )
-            raise Stop("shutdown")
+        options = self.options
+        if count_restart(self.restarts, options.max_restarts, options.max_seconds):
+            give_up(self.label, why, len(self.restarts), options.max_restarts, options.max_seconds)
 
 
 class _Failed(Exception):

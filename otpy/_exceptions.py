@@ -7,10 +7,12 @@ from the fields it keeps, and subclasses the builtin whose meaning matches::
     ├── Timeout (TimeoutError)          receive / call / await / shutdown waited too long
     ├── NoProcError (LookupError)       the target is dead or the name is not registered
     ├── ExitError                       the called process died before replying
+    │   └── DeadlockError               a call would close a cycle of blocked calls
     ├── StartError                      init failed, or a child failed to start
     ├── AlreadyStartedError             the name is taken
     ├── AlreadyRegisteredError          a unique Registry key is taken
     ├── MaxChildrenError                a bounded supervisor is full
+    ├── MailboxFullError                a send or call met a full bounded mailbox
     └── NotFoundError (LookupError)     no such child or key
 
 Bad arguments raise the builtin ``ValueError`` / ``TypeError`` instead.
@@ -18,10 +20,14 @@ Bad arguments raise the builtin ``ValueError`` / ``TypeError`` instead.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "AlreadyRegisteredError",
     "AlreadyStartedError",
+    "DeadlockError",
     "ExitError",
+    "MailboxFullError",
     "MaxChildrenError",
     "NoProcError",
     "NotFoundError",
@@ -103,6 +109,69 @@ class ExitError(OtpError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.reason, self.what))
+
+
+class DeadlockError(ExitError):
+    """A call would close a cycle of processes, each blocked in a call to the next.
+
+    Raised at once in the caller that would close the cycle, instead of a
+    ``Timeout`` later (or a hang with ``timeout=None``)::
+
+        # A's handle_call calls B, and B's handle_call calls A
+        otpy.GenServer.call(a, "ask_b")   # A's call to B raises DeadlockError in A
+
+    Attributes:
+        reason: ``("deadlock", [pids])``: the caller, its target, and so on
+            along the chain back to the caller.
+        cycle: the same list of pids.
+    """
+
+    __module__ = "otpy"
+
+    def __init__(self, cycle: Sequence[object], what: str | None = None) -> None:
+        self.cycle = list(cycle)
+        self.reason = ("deadlock", self.cycle)
+        self.what = what
+        prefix = f"{what}: " if what else ""
+        chain = " -> ".join(map(repr, [*cycle, cycle[0]])) if cycle else "?"
+        OtpError.__init__(
+            self,
+            f"{prefix}deadlock: this call would close the cycle of blocked calls {chain}; "
+            "answer with otpy.NOREPLY and GenServer.reply later, or cast instead of calling back",
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.cycle, self.what))
+
+
+class MailboxFullError(OtpError):
+    """A ``send`` or ``call`` met a full mailbox whose process has ``on_full="raise"``.
+
+    Example::
+
+        pid = otpy.spawn_opt(worker, mailbox_limit=100)
+        try:
+            otpy.send(pid, job)
+        except otpy.MailboxFullError as full:
+            print(f"{full.pid} has {full.limit} messages waiting; try later")
+
+    Attributes:
+        pid: the process whose mailbox is full.
+        limit: its ``mailbox_limit``.
+    """
+
+    __module__ = "otpy"
+
+    def __init__(self, pid: object, limit: int) -> None:
+        self.pid = pid
+        self.limit = limit
+        super().__init__(
+            f"the mailbox of {pid!r} is full ({limit} messages waiting, its mailbox_limit); "
+            "the message was not delivered: retry later, or start it with on_full='block' or 'drop'"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.pid, self.limit))
 
 
 class StartError(OtpError):

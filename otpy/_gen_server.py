@@ -56,6 +56,20 @@ exact; so do calls to a server whose last callbacks were slow (more than
 ``inline_calls = False`` for a server whose every call must go through its
 mailbox (for example, one whose handlers may block on I/O).
 
+Bounded mailboxes: the class attributes ``mailbox_limit`` (default ``None``,
+unbounded) and ``on_full`` (``"raise"``, ``"drop"`` or ``"block"``) bound how
+many user messages (casts, call requests, sends) may wait, as
+``otpy.spawn_opt`` does; Agent, supervisors and stages take them too::
+
+    class Ingest(otpy.GenServer):
+        mailbox_limit = 10_000
+        on_full = "drop"            # a burst past 10,000 is dropped and counted
+
+Context: ``init`` and every callback run in one copy of the starter's
+``contextvars`` context, made at ``start``/``start_link`` and kept for the
+server's life (a variable set in ``init`` is seen by later callbacks; nothing
+leaks back to the starter).
+
 State lives on the instance. Don't define ``__init__`` with parameters: the
 runtime makes the instance with ``cls()`` and passes the start arguments to
 ``init``.
@@ -172,6 +186,12 @@ class GenServer:
     inline_calls: ClassVar[bool] = True
     """Whether callers may run this server's handlers on their own thread (see above)."""
 
+    mailbox_limit: ClassVar[int | None] = None
+    """At most this many user messages wait in the mailbox; ``None`` is unbounded (see above)."""
+
+    on_full: ClassVar[str] = "raise"
+    """What a message that finds the mailbox full does: ``"raise"``, ``"drop"`` or ``"block"``."""
+
     # Attributes the runtime keeps on the instance (prefixed to stay out of the user's way):
     # _otpy_name: its name, for crash reports.
     _otpy_name: object
@@ -218,6 +238,8 @@ class GenServer:
             name=name,
             label=_label(cls),
             inline=cls.inline_calls,
+            mailbox_limit=cls.mailbox_limit,
+            on_full=cls.on_full,
         )
 
     @classmethod

@@ -66,6 +66,7 @@ from typing import Any, Final, Literal
 import attrs
 
 from . import _core as core
+from . import telemetry
 from ._child_spec import BRUTAL_KILL, ChildSpec, spec_with
 from ._core import Down, Exit, Pid
 from ._exceptions import AlreadyStartedError, NotFoundError, OtpError, StartError, Timeout
@@ -183,6 +184,44 @@ def count_restart(restarts: deque[float], max_restarts: int, max_seconds: float)
     while restarts and restarts[0] < now - max_seconds:
         restarts.popleft()
     return len(restarts) > max_restarts
+
+
+def give_up(
+    label: str, why: str | Callable[[], str], restarts: int, max_restarts: int, max_seconds: float
+) -> None:
+    """The restart intensity is reached: log it, report it, and stop the calling supervisor.
+
+    Emits ``("otpy", "supervisor", "max_intensity")`` and raises ``Stop("shutdown")``,
+    so the failure climbs the tree.
+    """
+    _log.error(
+        "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
+        label,
+        why if isinstance(why, str) else why(),
+        max_restarts,
+        max_seconds,
+    )
+    telemetry.execute(
+        ("otpy", "supervisor", "max_intensity"),
+        {"restarts": restarts},
+        {"supervisor": core.self(), "max_restarts": max_restarts, "max_seconds": max_seconds},
+    )
+    raise Stop("shutdown")
+
+
+def report_restart(child_id: Any, old: Pid | None, new: Pid | None, reason: Any, restarts: int) -> None:
+    """Emit ``("otpy", "supervisor", "restart")`` for a child the calling supervisor restarted."""
+    telemetry.execute(
+        ("otpy", "supervisor", "restart"),
+        {"restarts": restarts},
+        {
+            "supervisor": core.self(),
+            "child_id": child_id,
+            "pid": old,
+            "new_pid": new,
+            "reason": reason,
+        },
+    )
 
 
 def supervisor_label(kind: str, server: GenServer) -> str:
@@ -350,7 +389,7 @@ def shutdown_children(children: Sequence[tuple[Pid, Any]], who: str) -> None:
 class _Child:
     """A supervisor's record of one child; owned by the supervisor process."""
 
-    __slots__ = ("attempt", "pid", "restarts", "spec", "started_at", "waiting")
+    __slots__ = ("attempt", "exited", "pid", "restarts", "spec", "started_at", "waiting")
 
     def __init__(self, spec: ChildSpec) -> None:
         self.spec = spec
@@ -362,6 +401,8 @@ class _Child:
         # restarts it if it is still waiting then. Stopping or restarting it by hand
         # meanwhile just clears the flag; the message finds nothing to do for it.
         self.waiting = False
+        # The pid it had and why it went, until its restart reports them.
+        self.exited: tuple[Pid | None, Any] = (None, None)
 
 
 class _Restart:
@@ -533,6 +574,8 @@ class _SupervisorServer(GenServer):
                 self.children.remove(child)
             return
         group = self._group(child)
+        for member in group:  # a sibling restarts for the same reason as the child
+            member.exited = (pid if member is child else member.pid, reason)
         backoff = child.spec.backoff or self.backoff
         if backoff is None:
             self._count_restart(lambda: f"child {child.spec.id!r} ({pid!r}) exited: {reason!r}")
@@ -571,14 +614,7 @@ class _SupervisorServer(GenServer):
 
     def _count_restart(self, why: str | Callable[[], str]) -> None:
         if count_restart(self.restarts, self.max_restarts, self.max_seconds):
-            _log.error(
-                "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
-                self.label,
-                why if isinstance(why, str) else why(),
-                self.max_restarts,
-                self.max_seconds,
-            )
-            raise Stop("shutdown")
+            give_up(self.label, why, len(self.restarts), self.max_restarts, self.max_seconds)
 
     def _restart_group(self, group: list[_Child], *, backoff: bool) -> None:
         for child in group:
@@ -604,6 +640,9 @@ class _SupervisorServer(GenServer):
                 return
             if not backoff:
                 child.attempt = 0
+            old, reason = child.exited
+            child.exited = (None, None)
+            report_restart(child.spec.id, old, child.pid, reason, child.restarts)
 
 
 # -- the public face --------------------------------------------------------------------

@@ -525,7 +525,7 @@ class TestCallbacksRunAsTheServer:
         assert otpy.is_alive(pid)
         assert otpy.GenServer.call(pid, "log") == ["handler finished"]
 
-    def test_a_call_cycle_times_out_instead_of_reentering_a_busy_server(self, runtime):
+    def test_a_call_cycle_raises_deadlock_instead_of_reentering_a_busy_server(self, runtime):
         entered = []
         a = Probe.start()
         b = Probe.start()
@@ -536,14 +536,15 @@ class TestCallbacksRunAsTheServer:
             entered.append(otpy.self())
             try:
                 return otpy.GenServer.call(a, ("run", lambda s: "re-entered a!"), timeout=0.2)
-            except otpy.Timeout:
-                return "a was busy: timeout"
+            except otpy.DeadlockError as exc:
+                assert exc.reason == ("deadlock", [b, a])
+                return "a was busy: deadlock"
 
         def in_a(server):
             entered.append(otpy.self())
             return otpy.GenServer.call(b, ("run", in_b), timeout=5)
 
-        assert otpy.GenServer.call(a, ("run", in_a), timeout=10) == "a was busy: timeout"
+        assert otpy.GenServer.call(a, ("run", in_a), timeout=10) == "a was busy: deadlock"
         assert entered == [a, b]
 
     @pytest.mark.parametrize("wait", ["sleep", "receive"])

@@ -8,7 +8,7 @@ thread whose process was killed gets its :class:`otpy.ExitError`.
 
 from __future__ import annotations
 
-from collections import deque
+import contextvars
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,8 +29,10 @@ __all__ = [
     "TimerRef",
     "call",
     "call_until_exit",
+    "callers",
     "cancel_on_exit",
     "cancel_timer",
+    "check_mailbox",
     "current",
     "data_of",
     "defer_front",
@@ -57,6 +59,7 @@ __all__ = [
     "spawn",
     "spawn_link",
     "spawn_monitor",
+    "spawn_opt",
     "spawn_reactive",
     "spawn_task",
     "trap_exits",
@@ -98,6 +101,8 @@ class ProcessInfo:
     holds the process right now, if any: a process blocked in code that otpy
     cannot see (``time.sleep``, socket I/O) shows up as ``running`` there.
     ``current`` says what the process runs (its function or behaviour class).
+    ``mailbox_limit`` is the bound of its mailbox (``None``: unbounded) and
+    ``dropped`` how many messages a full mailbox has dropped.
     """
 
     pid: Pid
@@ -111,6 +116,8 @@ class ProcessInfo:
     current: str
     thread: str | None
     parent: Pid | None
+    mailbox_limit: int | None = None
+    dropped: int = 0
 
 
 ProcessInfo.__module__ = "otpy"
@@ -164,6 +171,28 @@ def _pid_arg(pid: object, what: str) -> Pid:
 # -- spawning -------------------------------------------------------------------
 
 
+ON_FULL = ("raise", "drop", "block")
+"""What a bounded mailbox does with a message that finds it full."""
+
+
+def check_mailbox(limit: object, on_full: object) -> None:
+    """Validate ``mailbox_limit`` and ``on_full`` (for ``spawn_opt`` and the behaviours).
+
+    Raises:
+        TypeError: ``limit`` is not None or an int.
+        ValueError: ``limit`` is negative, or ``on_full`` is not one of :data:`ON_FULL`.
+    """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        raise TypeError(
+            f"mailbox_limit must be None (unbounded) or an int >= 0; "
+            f"got {limit!r} of type {type(limit).__name__}"
+        )
+    if limit is not None and limit < 0:
+        raise ValueError(f"mailbox_limit must be None (unbounded) or an int >= 0; got {limit!r}")
+    if on_full not in ON_FULL:
+        raise ValueError(f"on_full must be one of {', '.join(map(repr, ON_FULL))}; got {on_full!r}")
+
+
 def _spawn_body(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -172,12 +201,18 @@ def _spawn_body(
     link: bool,
     monitor: bool,
     label: str | None = None,
+    mailbox_limit: int | None = None,
+    on_full: str = "raise",
 ) -> tuple[Process, Ref | None]:
     if not callable(fn):
         raise TypeError(f"spawn needs a callable; got {fn!r} of type {type(fn).__name__}")
     me, _ = current()
     proc = me.rt.new_process(reactive=False, parent=me.pid, label=label or describe(fn))
-    proc._body = (fn, args, kwargs)
+    proc.callers = me.heirs()
+    # The body runs in a copy of the spawner's contextvars, as an asyncio task does.
+    proc._body = (contextvars.copy_context().run, (fn, *args), kwargs)
+    if mailbox_limit is not None:
+        proc.bound(mailbox_limit, on_full)
     if link:
         proc.add_link(me)
     ref = None
@@ -203,6 +238,77 @@ def spawn_monitor(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> tuple
     proc, ref = _spawn_body(fn, args, kwargs, link=False, monitor=True)
     assert ref is not None
     return proc.pid, ref
+
+
+def spawn_opt(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    *,
+    link: bool = False,
+    monitor: bool = False,
+    mailbox_limit: int | None = None,
+    on_full: str = "raise",
+) -> Any:
+    """Start a process running ``fn(*args, **kwargs)`` with options (Erlang's ``spawn_opt``).
+
+    Example::
+
+        pid = otpy.spawn_opt(consume, args=(feed,), link=True, mailbox_limit=1000, on_full="block")
+        pid, ref = otpy.spawn_opt(job, monitor=True)
+
+    Args:
+        link: link the new process to the caller (as :func:`spawn_link`).
+        monitor: monitor it; then the result is ``(pid, ref)``.
+        mailbox_limit: at most this many user messages (sends, casts, call
+            requests, ``send_after`` messages) wait in its mailbox; ``None``
+            (the default) is unbounded. Exit signals and ``Down`` messages
+            always get in and never count.
+        on_full: what a user message that finds the mailbox full does:
+            ``"raise"`` (``send`` and ``call`` raise :class:`otpy.MailboxFullError`,
+            a cast is dropped), ``"drop"`` (it is dropped) or ``"block"`` (the
+            sender waits for room; a call's timeout covers the wait). A
+            ``send_after`` message that finds it full is always dropped. Drops
+            show in ``process_info(pid).dropped`` and as the telemetry event
+            ``("otpy", "mailbox", "drop")``.
+
+    Returns:
+        The pid, or ``(pid, ref)`` with ``monitor=True``.
+
+    Raises:
+        TypeError, ValueError: a bad ``mailbox_limit`` or ``on_full``, a
+            non-callable ``fn``, ``args`` that is not a tuple or list, or
+            ``kwargs`` that is not a dict.
+    """
+    check_mailbox(mailbox_limit, on_full)
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"spawn_opt's args must be a tuple (or list); got {args!r}")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise TypeError(f"spawn_opt's kwargs must be a dict or None; got {kwargs!r}")
+    proc, ref = _spawn_body(
+        fn,
+        tuple(args),
+        kwargs or {},
+        link=bool(link),
+        monitor=bool(monitor),
+        mailbox_limit=mailbox_limit,
+        on_full=on_full,
+    )
+    return (proc.pid, ref) if monitor else proc.pid
+
+
+def callers() -> list[Pid]:
+    """The processes that started the caller, nearest first (Elixir's ``$callers``).
+
+    A process started with ``spawn*``, ``Task.*`` or a behaviour's ``start*``
+    records who started it, and who started that one, and so on. A plain
+    thread's own process has none::
+
+        def job():
+            print(otpy.callers())     # [<pid of the main thread's process>]
+        otpy.spawn(job)
+    """
+    return list(current()[0].callers)
 
 
 def spawn_task(
@@ -284,11 +390,15 @@ def spawn_reactive(
     name: object = None,
     label: str = "",
     inline: bool = True,
+    mailbox_limit: int | None = None,
+    on_full: str = "raise",
 ) -> Pid | None:
     """Start a reactive process and wait until its ``init(*init_args)`` has run.
 
     ``handler(msg)`` runs once per message; with ``inline=False`` always on a
-    pool thread, never on a caller's thread. ``init`` runs first, inside the
+    pool thread, never on a caller's thread. ``init`` and every handler run in
+    one copy of the caller's contextvars context, kept for the process's life.
+    ``mailbox_limit`` and ``on_full`` are :func:`spawn_opt`'s (validated here). ``init`` runs first, inside the
     new process (on the caller's thread when it can, else on the pool). If
     ``init`` raises :class:`StartIgnored` the result is ``None``; if it raises
     anything else, the process exits with that reason, the caller is not hit
@@ -298,10 +408,15 @@ def spawn_reactive(
         StartError: init failed; ``.reason`` is the exception or exit reason.
         AlreadyStartedError: ``name`` is taken.
     """
+    check_mailbox(mailbox_limit, on_full)
     me, ts = current()
     rt = me.rt
     # As in OTP, a process started without a link is its own parent.
     proc = rt.new_process(reactive=True, parent=me.pid if link else None, label=label)
+    proc.callers = me.heirs()
+    proc.ctx = contextvars.copy_context()
+    if mailbox_limit is not None:
+        proc.bound(mailbox_limit, on_full)
     proc._handler = handler
     if not inline:
         proc.inline_cost = float("inf")  # callers never run its handler on their thread
@@ -362,13 +477,16 @@ def send(dest: object, message: Any) -> None:
     Raises:
         NoProcError: ``dest`` is a name nobody has registered.
     """
-    me, _ = current()
+    me, ts = current()
     proc = resolve(dest, me.rt)
     if proc is None:
         if type(dest) is Pid:
             return
         raise NoProcError(dest, "send")
-    proc.deliver(message)
+    if proc._bound is None:
+        proc.deliver(message)
+    else:
+        proc.offer(message, "send", me, ts, None)
 
 
 def send_quiet(dest: object, message: Any) -> None:
@@ -383,7 +501,10 @@ def send_quiet(dest: object, message: Any) -> None:
             me: Process | None = ts.proc  # type: ignore[assignment]
             if me is not None and not me.alive:
                 raise_dead(me, ts)  # the code of a dead process sends nothing more
-            proc.deliver(message)
+            if proc._bound is None:
+                proc.deliver(message)
+            else:
+                _cast_bounded(proc, message)
             return
     try:
         me, _ = current()
@@ -391,7 +512,16 @@ def send_quiet(dest: object, message: Any) -> None:
     except (TypeError, NoProcError):
         return
     if proc is not None:
-        proc.deliver(message)
+        if proc._bound is None:
+            proc.deliver(message)
+        else:
+            _cast_bounded(proc, message)
+
+
+def _cast_bounded(proc: Process, message: Any) -> None:
+    """A cast to a bounded mailbox: dropped when full, or (``"block"``) waits for room."""
+    sender, ts = current() if proc._bound is not None and proc._bound.mode == "block" else (None, None)
+    proc.offer(message, "cast", sender, ts, None)
 
 
 def receive(timeout: float | None = None, match: Callable[[Any], bool] | None = None) -> Any:
@@ -518,10 +648,7 @@ def data_of(dest: object) -> Any:
 
 def defer_front(message: Any) -> None:
     """Make ``message`` the next one the calling process handles, before its mailbox."""
-    me, _ = current()
-    if me._saved is None:
-        me._saved = deque()
-    me._saved.appendleft(message)
+    current()[0].put_back(message)
 
 
 def parent() -> Pid:
@@ -699,7 +826,10 @@ def _timer_send(rt: Runtime, dest: object, message: Any) -> None:
     except NoProcError:
         return
     if proc is not None:
-        proc.deliver(message)
+        if proc._bound is None:
+            proc.deliver(message)
+        else:
+            proc.offer(message, "timer", None, None, None)
 
 
 def cancel_timer(tref: TimerRef) -> float | None:

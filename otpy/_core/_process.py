@@ -34,6 +34,7 @@ method, runs while a process lock is held.
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import logging
 import threading
@@ -43,9 +44,10 @@ from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import ExitError, NoProcError, Timeout
+from .._exceptions import DeadlockError, ExitError, MailboxFullError, NoProcError, Timeout
+from ..telemetry import execute as _emit
 from ._scheduler import ThreadState, thread_start_lock, thread_state
-from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref
+from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref, is_normal_exit
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -227,6 +229,62 @@ def describe(obj: object) -> str:
     return f"{module}.{name}" if module else str(name)
 
 
+def _counted(msg: Any) -> bool:
+    """Whether ``msg`` counts against a mailbox limit: everything but exit signals and Downs."""
+    kind = type(msg)
+    return kind is not Exit and kind is not Down and msg is not _WAKE
+
+
+class _Bound:
+    """The bookkeeping of a bounded mailbox (only processes given a ``mailbox_limit``).
+
+    ``lock`` guards ``count``, ``dropped`` and ``waiters``.
+    Invariant: ``count`` is at least the number of counted messages in the
+    mailbox and at most ``limit`` (a sender counts its message before it puts
+    it in the queue, the owner uncounts it when it takes it out).
+    ``waiters`` are the Replies of ``"block"`` senders waiting for room, oldest
+    first; each message taken out wakes one.
+    """
+
+    __slots__ = ("count", "dropped", "limit", "lock", "mode", "waiters")
+
+    def __init__(self, limit: int, mode: str) -> None:
+        self.lock = threading.Lock()
+        self.limit = limit
+        self.mode = mode
+        self.count = 0
+        self.dropped = 0
+        self.waiters: deque[Reply] = deque()
+
+    def release(self) -> None:
+        with self.lock:
+            self.count -= 1
+            waiters = self.waiters
+            if not waiters:
+                return
+            room = waiters.popleft()
+        while not room.resolve(True, None):  # that sender gave up: wake the next one
+            with self.lock:
+                if not waiters:
+                    return
+                room = waiters.popleft()
+
+    def forget(self, room: Reply) -> None:
+        with self.lock:
+            try:
+                self.waiters.remove(room)
+            except ValueError:
+                pass
+
+    def wake_all(self) -> None:
+        """The owner died: every blocked sender stops waiting (its message is lost)."""
+        with self.lock:
+            waiters = list(self.waiters)
+            self.waiters.clear()
+        for room in waiters:
+            room.resolve(True, None)
+
+
 class Process:
     """The runtime's record of one process. Behaviours never touch its fields."""
 
@@ -234,8 +292,11 @@ class Process:
         "__weakref__",
         "_async_sent",
         "_body",
+        "_bound",
+        "_calling",
         "_dying",
         "_handler",
+        "_heirs",
         "_hooks",
         "_init",
         "_links",
@@ -249,6 +310,8 @@ class Process:
         "_wait",
         "_watchers",
         "alive",
+        "callers",
+        "ctx",
         "data",
         "inline_cost",
         "label",
@@ -267,8 +330,14 @@ class Process:
     # Owned by whoever runs the process (holds _sched, or is its body thread):
     # _saved, _init, inline_cost (seconds per handled message, decaying: a slow
     # message raises it at once, each quick one halves it; callers may run the
-    # handler inline only while it is far below their timeout). _q is a
-    # SimpleQueue: safe from any thread.
+    # handler inline only while it is far below their timeout), _heirs (the
+    # callers of the processes it starts, made once), ctx (the contextvars
+    # context a reactive process runs in; entered only by whoever holds _sched).
+    # _calling (the process this one is blocked calling, for deadlock detection)
+    # is written only by the process's own code and read by callers without a
+    # lock (see _check_deadlock). _bound has a lock of its own. callers is set
+    # before the process runs and never changes. _q is a SimpleQueue: safe from
+    # any thread.
 
     def __init__(self, rt: Runtime, pid_id: int, *, reactive: bool, parent: Pid | None) -> None:
         self.rt = rt
@@ -299,6 +368,11 @@ class Process:
         self._body: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
         self.inline_cost = 0.0
         self.label = ""
+        self._bound: _Bound | None = None
+        self._calling: Process | None = None
+        self.callers: tuple[Pid, ...] = ()
+        self._heirs: tuple[Pid, ...] | None = None
+        self.ctx: contextvars.Context | None = None
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"dead: {self.reason!r}"
@@ -314,6 +388,107 @@ class Process:
         self._q.put(msg)
         if self.reactive and self._sched.acquire(False):
             self.rt.scheduler.submit(self)
+
+    def heirs(self) -> tuple[Pid, ...]:
+        """The ``callers`` of a process this one starts: itself, then its own callers."""
+        heirs = self._heirs
+        if heirs is None:
+            heirs = self._heirs = (self.pid, *self.callers)
+        return heirs
+
+    def bound(self, limit: int | None, on_full: str) -> None:
+        """Give the (not yet running) process a mailbox of at most ``limit`` user messages."""
+        if limit is not None:
+            self._bound = _Bound(limit, on_full)
+
+    def offer(
+        self, msg: Any, how: str, sender: Process | None, ts: ThreadState | None, timeout: float | None
+    ) -> bool:
+        """Deliver a user message to a bounded mailbox (``_bound`` is set); False if dropped.
+
+        ``how`` is ``"send"`` or ``"call"`` (may raise :class:`MailboxFullError`),
+        ``"cast"`` (never raises: drops instead) or ``"timer"`` (nobody to raise
+        to or to block: always drops). In ``"block"`` mode a sender waits for
+        room as an otpy wait (``timeout`` bounds it: :class:`Timeout`); a
+        process never waits for room in its own mailbox (that would never
+        come), it is treated as in ``"raise"`` mode.
+
+        Raises:
+            MailboxFullError: the mailbox is full and ``on_full="raise"``.
+            Timeout: ``"block"`` waited ``timeout`` seconds for room.
+        """
+        bound = self._bound
+        assert bound is not None, "this is a bug in otpy: offer() to an unbounded mailbox"
+        if not _counted(msg):
+            self.deliver(msg)
+            return True
+        mode = bound.mode
+        if mode == "block" and (how == "timer" or sender is self or sender is None):
+            mode = "drop" if how in ("timer", "cast") else "raise"
+        deadline = None
+        while True:
+            with bound.lock:
+                if bound.count < bound.limit:
+                    bound.count += 1
+                    full = False
+                else:
+                    full = True
+                    if mode == "block":
+                        room = Reply()
+                        bound.waiters.append(room)
+                    elif mode == "drop" or how in ("cast", "timer"):
+                        bound.dropped += 1
+            if not full:
+                self.deliver(msg)
+                return True
+            if mode != "block":
+                if mode == "drop" or how in ("cast", "timer"):
+                    _emit(
+                        ("otpy", "mailbox", "drop"), {"count": 1}, {"pid": self.pid, "limit": bound.limit}
+                    )
+                    return False
+                raise MailboxFullError(self.pid, bound.limit)
+            assert sender is not None and ts is not None
+            if not self.alive:  # a death after we queued: it may have missed our Reply
+                bound.forget(room)
+                return False
+            if deadline is None and timeout is not None:
+                deadline = time.monotonic() + timeout
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not sender.set_wait(room):
+                bound.forget(room)
+                raise_dead(sender, ts)
+            try:
+                if remaining is None:
+                    got = blocking_wait(ts, room.wait, None)
+                else:
+                    got = remaining > 0 and blocking_wait(ts, room.wait, min(remaining, TIMEOUT_MAX))
+            finally:
+                sender.set_wait(None)
+            if not got and room.settle_timeout():
+                bound.forget(room)
+                if not sender.alive:
+                    raise_dead(sender, ts)
+                raise Timeout(f"{how} to the full mailbox of {self.pid!r}", timeout)
+            if room.value is _ABANDONED or not sender.alive:
+                raise_dead(sender, ts)
+            if not self.alive:
+                return False
+
+    def put_back(self, msg: Any) -> None:
+        """Make ``msg`` the next message to handle, before the mailbox (owner only).
+
+        It counts as a message in the mailbox from now on, also against a limit
+        (which it may pass: it is not refused).
+        """
+        saved = self._saved
+        if saved is None:
+            saved = self._saved = deque()
+        saved.appendleft(msg)
+        bound = self._bound
+        if bound is not None and _counted(msg):
+            with bound.lock:
+                bound.count += 1
 
     def queue_len(self) -> int:
         return self._q.qsize() + (len(self._saved) if self._saved else 0)
@@ -369,48 +544,57 @@ class Process:
         left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
-                init = self._init
-                if init is not None:
-                    self._init = None
-                    init()
-                handler = self._handler
-                assert handler is not None, (
-                    "this is a bug in otpy: reactive process without handler"
-                )
-                get = self._q.get_nowait
-                n = BUDGET
-                start = time.monotonic()
-                while n:
-                    saved = self._saved
-                    if saved:
-                        msg = saved.popleft()
-                    else:
-                        try:
-                            msg = get()
-                        except Empty:
-                            break
-                        if msg is _WAKE:
-                            break  # only a dead process gets one
-                    if not self.alive:
-                        break  # a message that slipped in as it died: dropped with it
-                    handler(msg)
-                    n -= 1
-                if n < BUDGET:
-                    self.inline_cost = max(
-                        (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
-                    )
+                ctx = self.ctx
+                if ctx is None:
+                    self._handle_some()
+                else:
+                    ctx.run(self._handle_some)
             finally:
                 self._leave(ts, prev)
                 left = True
         except ProcessExit as exc:
             if not left:
                 self._leave(ts, prev)
-            self.die(exc.reason if self.alive else self.reason)
+            self.exited(exc.reason)
         except BaseException as exc:
             if not left:
                 self._leave(ts, prev)
             self.crash(exc)
         self._release_sched()
+
+    def _handle_some(self) -> None:
+        """One turn's work: the init if it has not run, then up to ``BUDGET`` messages."""
+        init = self._init
+        if init is not None:
+            self._init = None
+            init()
+        handler = self._handler
+        assert handler is not None, "this is a bug in otpy: reactive process without handler"
+        get = self._q.get_nowait
+        bound = self._bound
+        n = BUDGET
+        start = time.monotonic()
+        while n:
+            saved = self._saved
+            if saved:
+                msg = saved.popleft()
+            else:
+                try:
+                    msg = get()
+                except Empty:
+                    break
+                if msg is _WAKE:
+                    break  # only a dead process gets one
+            if not self.alive:
+                break  # a message that slipped in as it died: dropped with it
+            if bound is not None and _counted(msg):
+                bound.release()
+            handler(msg)
+            n -= 1
+        if n < BUDGET:
+            self.inline_cost = max(
+                (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
+            )
 
     def _release_sched(self) -> None:
         self._sched.release()
@@ -453,7 +637,11 @@ class Process:
         start = time.monotonic()
         try:
             try:
-                fn(*args)
+                ctx = self.ctx
+                if ctx is None:
+                    fn(*args)
+                else:
+                    ctx.run(fn, *args)
             finally:
                 ts.depth -= 1
                 self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
@@ -462,7 +650,7 @@ class Process:
         except ProcessExit as exc:
             if not left:
                 self._leave(ts, prev)
-            self.die(exc.reason if self.alive else self.reason)
+            self.exited(exc.reason)
         except Exception as exc:
             if not left:
                 self._leave(ts, prev)
@@ -493,7 +681,7 @@ class Process:
         except ProcessExit as exc:
             if not left:
                 self._leave(ts, prev)
-            self.die(exc.reason if self.alive else self.reason)
+            self.exited(exc.reason)
         except BaseException as exc:
             if not left:
                 self._leave(ts, prev)
@@ -501,19 +689,29 @@ class Process:
         else:
             self.die(NORMAL)
 
+    def exited(self, reason: Any) -> None:
+        """The process's own code ended it with ``reason`` (it raised :class:`ProcessExit`)."""
+        if not self.alive:
+            return  # killed first: that death stands
+        name = self.name
+        if self.die(reason) and not is_normal_exit(reason):
+            _emit(("otpy", "process", "crash"), {}, {"pid": self.pid, "name": name, "reason": reason})
+
     def crash(self, exc: BaseException) -> None:
         """The process's code raised ``exc``: log it (unless the process is dead already) and die."""
         if not self.alive:
             return
+        name = self.name
         _log.error(
             "process %r%s (%s) crashed: %r",
             self.pid,
-            f" ({self.name})" if self.name else "",
+            f" ({name})" if name else "",
             self.label,
             exc,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
-        self.die(exc)
+        if self.die(exc):
+            _emit(("otpy", "process", "crash"), {}, {"pid": self.pid, "name": name, "reason": exc})
 
     # -- death -------------------------------------------------------------
 
@@ -542,6 +740,8 @@ class Process:
         links, monitors, monitoring, watchers, wait, name, ts = settled
         if not self._q.empty():
             self._drain()
+        if self._bound is not None:
+            self._bound.wake_all()
         if ts is not None:  # a thread runs its code: wake it if it waits on the mailbox
             self._q.put(_WAKE)
         if wait is not None:
@@ -552,6 +752,18 @@ class Process:
         if monitoring:
             for ref, target in monitoring.items():
                 target.drop_monitor(ref)
+        if links or watchers or monitors:
+            _fan_out(self, reason, links, watchers, monitors)
+        return True
+
+    def _signal_all(
+        self,
+        reason: Any,
+        links: set[Process] | None,
+        watchers: set[Reply] | None,
+        monitors: dict[Ref, Process] | None,
+    ) -> None:
+        """Tell the dead process's links, waiters and monitors (one job of :func:`_fan_out`)."""
         if links:  # before the waiters wake: a linked waiter dies first, as in Erlang
             for other in links:
                 other.exit_signal(self.pid, reason, self)
@@ -562,7 +774,6 @@ class Process:
             pid = self.pid
             for ref, watcher in monitors.items():
                 watcher.deliver(Down(ref, pid, reason))
-        return True
 
     def _settle(self, reason: Any) -> tuple[Any, ...]:
         """Mark the process dead and take what its death must settle (``_lock`` held)."""
@@ -760,7 +971,48 @@ class Process:
         info["thread"] = thread
         info["message_queue_len"] = self.queue_len()
         info["current"] = self.label
+        bound = self._bound
+        info["mailbox_limit"] = None if bound is None else bound.limit
+        info["dropped"] = 0 if bound is None else bound.dropped
         return info
+
+
+def _fan_out(
+    proc: Process,
+    reason: Any,
+    links: set[Process] | None,
+    watchers: set[Reply] | None,
+    monitors: dict[Ref, Process] | None,
+) -> None:
+    """Send a death's exit signals, replies and ``Down`` messages, from a work list.
+
+    A death can kill linked processes, whose deaths kill theirs, and so on: a
+    chain of 10,000 linked processes dies in one cascade. Recursing would
+    overflow the Python stack, so the first death on a thread drains a work
+    list (``ThreadState.fanout``) and every death it causes on that thread
+    appends its own job instead of recursing. Each dead process is settled at
+    once (it is dead when ``die`` returns); only the signals it sends on wait
+    their turn, in breadth-first order, and all of them are sent before the
+    outermost ``die`` returns.
+    """
+    ts = thread_state()
+    work = ts.fanout
+    job = (proc, reason, links, watchers, monitors)
+    if work is not None:
+        work.append(job)
+        return
+    work = ts.fanout = deque((job,))
+    try:
+        while work:
+            dead, why, ls, ws, ms = work.popleft()
+            try:
+                dead._signal_all(why, ls, ws, ms)
+            except BaseException:
+                _log.critical(
+                    "this is a bug in otpy: signalling the death of %r failed", dead, exc_info=True
+                )
+    finally:
+        ts.fanout = None
 
 
 def _thread_name(tid: int) -> str | None:
@@ -810,6 +1062,17 @@ def raise_dead(proc: Process, ts: ThreadState) -> None:
 
 
 def receive(
+    proc: Process, ts: ThreadState, timeout: float | None, match: Callable[[Any], bool] | None
+) -> Any:
+    """Take the oldest message (that ``match`` accepts) from the mailbox of ``proc``."""
+    msg = _take(proc, ts, timeout, match)
+    bound = proc._bound
+    if bound is not None and _counted(msg):
+        bound.release()
+    return msg
+
+
+def _take(
     proc: Process, ts: ThreadState, timeout: float | None, match: Callable[[Any], bool] | None
 ) -> Any:
     saved = proc._saved
@@ -963,34 +1226,90 @@ def call(
             f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
         )
     msg = Call(request, proc.pid)
-    if (
-        target.reactive
-        and ts.depth < MAX_INLINE_DEPTH
-        and (
-            timeout is None
-            or (timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout)
-        )
-        and target.try_claim()
-    ):
-        start = time.monotonic()
-        target.run_inline(msg, ts)
-        if timeout is not None and time.monotonic() - start > timeout:
-            # The handler overran on our thread: the caller's timeout had passed first.
-            if not proc.alive:
-                raise_dead(proc, ts)
-            msg.settle_timeout()
-            raise Timeout(_describe_wait(what), timeout)
-        if not msg.done and not target.watch(msg):
-            msg.fail(target.reason)
-        if msg.done:
-            wait_result(proc, ts, msg, None, what)
-            return msg
-    else:
-        if not target.watch(msg):
-            raise NoProcError(target.pid, _describe_wait(what))
-        target.deliver(msg)
+    proc._calling = target
     try:
-        wait_result(proc, ts, msg, timeout, what)
+        if target._calling is not None:
+            _check_deadlock(proc, target, what)
+        if (
+            target.reactive
+            and ts.depth < MAX_INLINE_DEPTH
+            and (
+                timeout is None
+                or (timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout)
+            )
+            and target.try_claim()
+        ):
+            start = time.monotonic()
+            target.run_inline(msg, ts)
+            if timeout is not None and time.monotonic() - start > timeout:
+                # The handler overran on our thread: the caller's timeout had passed first.
+                if not proc.alive:
+                    raise_dead(proc, ts)
+                msg.settle_timeout()
+                raise Timeout(_describe_wait(what), timeout)
+            if not msg.done and not target.watch(msg):
+                msg.fail(target.reason)
+            if msg.done:
+                wait_result(proc, ts, msg, None, what)
+                return msg
+        else:
+            if not target.watch(msg):
+                raise NoProcError(target.pid, _describe_wait(what))
+            if target._bound is None:
+                target.deliver(msg)
+            else:
+                start = time.monotonic()
+                _offer_call(target, msg, proc, ts, timeout)
+                if timeout is not None:  # waiting for room took part of the timeout
+                    left = max(0.0, timeout - (time.monotonic() - start))
+                    try:
+                        wait_result(proc, ts, msg, left, what)
+                    except Timeout:
+                        raise Timeout(_describe_wait(what), timeout) from None
+                    finally:
+                        target.unwatch(msg)
+                    return msg
+        try:
+            wait_result(proc, ts, msg, timeout, what)
+        finally:
+            target.unwatch(msg)
+        return msg
     finally:
+        proc._calling = None
+
+
+def _offer_call(
+    target: Process, msg: Call, proc: Process, ts: ThreadState, timeout: float | None
+) -> None:
+    """Put a call request into a bounded mailbox; on an error the request is withdrawn."""
+    try:
+        target.offer(msg, "call", proc, ts, timeout)
+    except BaseException:
         target.unwatch(msg)
-    return msg
+        msg.abandon()
+        raise
+
+
+def _check_deadlock(proc: Process, target: Process, what: str | Callable[[], str]) -> None:
+    """Raise DeadlockError if ``target`` is blocked in a chain of calls that leads back to ``proc``.
+
+    Every process blocked in a call points at its callee (``_calling``), so
+    the calls form chains; a call closes a cycle exactly when the chain that
+    starts at its target reaches the caller. The walk reads other processes'
+    ``_calling`` without a lock: each caller writes its own before it walks, so
+    of two calls that close one cycle at the same moment at least one sees the
+    other's write (both may raise). A chain may change while it is read: the
+    walk stops at a process it has seen (a cycle without ``proc`` in it, closed
+    by calls that raised meanwhile) and reports only a cycle through ``proc``.
+    """
+    chain = [proc.pid, target.pid]
+    seen = {proc, target}
+    node = target._calling
+    while node is not None:
+        if node is proc:
+            raise DeadlockError(chain, _describe_wait(what))
+        if node in seen:
+            return
+        seen.add(node)
+        chain.append(node.pid)
+        node = node._calling

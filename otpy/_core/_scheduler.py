@@ -34,8 +34,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from queue import Empty, SimpleQueue
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "Runnable",
@@ -58,11 +59,12 @@ class ThreadState:
     plain thread outside any inline run), ``pool`` the scheduler if the thread is
     one of its workers, ``depth`` the nesting of inline runs, ``waiting`` whether
     the thread is blocked in an otpy wait, and ``thread_procs`` the processes a
-    plain thread got in each runtime. Other threads only read ``proc`` and
+    plain thread got in each runtime; ``fanout`` is the work list of deaths
+    whose signals this thread is sending (``None`` when it sends none). Other threads only read ``proc`` and
     ``waiting`` (to decide on an interrupt), and re-check under the process lock.
     """
 
-    __slots__ = ("depth", "pool", "proc", "thread_procs", "tid", "waiting")
+    __slots__ = ("depth", "fanout", "pool", "proc", "thread_procs", "tid", "waiting")
 
     def __init__(self) -> None:
         self.proc: object = None
@@ -71,6 +73,7 @@ class ThreadState:
         self.waiting = False
         self.tid = threading.get_ident()
         self.thread_procs: dict[object, object] = {}
+        self.fanout: deque[Any] | None = None  # the deaths to signal; see _process._fan_out
 
 
 class _ThreadEnd:

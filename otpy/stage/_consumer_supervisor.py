@@ -34,12 +34,13 @@ from .. import _core as core
 from .._child_spec import ChildSpec
 from .._core import Exit, Pid, Ref
 from .._exceptions import StartError
-from .._gen_server import Stop
 from .._supervisor import (
     ChildCount,
     ChildInfo,
     child_spec_of,
     count_restart,
+    give_up,
+    report_restart,
     shutdown_children,
     supervisor_label,
 )
@@ -143,22 +144,23 @@ class ConsumerSupervisor(Consumer):
             self._start_for(from_, event)
         return None
 
-    def _start_for(self, from_: tuple[Pid, Ref], event: Any) -> None:
+    def _start_for(self, from_: tuple[Pid, Ref], event: Any) -> Pid | None:
         fn, args, kwargs = self.template.start
         try:
-            pid = fn(*args, event, **kwargs)
+            pid: Pid | None = fn(*args, event, **kwargs)
         except StartError as exc:
             _log.error("%s: a child for %r failed to start: %r", self.label, event, exc.reason)
             self._done(from_)
-            return
+            return None
         except Exception as exc:
             _log.error("%s: a child for %r failed to start: %r", self.label, event, exc)
             self._done(from_)
-            return
+            return None
         if pid is None:
             self._done(from_)
         else:
             self.running[pid] = (from_, event)
+        return pid
 
     def _done(self, from_: tuple[Pid, Ref]) -> None:
         demand = self.demand.get(from_[1])
@@ -177,9 +179,15 @@ class ConsumerSupervisor(Consumer):
                     "%s: child %r exited: %r; restarting", self.label, message.pid, message.reason
                 )
                 if count_restart(self.restarts, self.max_restarts, self.max_seconds):
-                    _log.error("%s: reached its restart intensity; shutting down", self.label)
-                    raise Stop("shutdown")
-                self._start_for(from_, event)
+                    give_up(
+                        self.label,
+                        f"child {message.pid!r} exited: {message.reason!r}",
+                        len(self.restarts),
+                        self.max_restarts,
+                        self.max_seconds,
+                    )
+                new = self._start_for(from_, event)
+                report_restart(None, message.pid, new, message.reason, 1)
             else:
                 self._done(from_)
             return None
