@@ -34,6 +34,7 @@ from . import _core as core
 from ._child_spec import BRUTAL_KILL
 from ._core import Down, Pid, ProcessExit, Reply
 from ._exceptions import ExitError, Timeout
+from .retry import RetryPolicy, _Run
 
 __all__ = ["AsyncStream", "Task"]
 
@@ -211,6 +212,7 @@ class Task:
         timeout: float | None = 5.0,
         on_timeout: Literal["exit", "kill_task"] = "exit",
         zip_input_on_exit: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> AsyncStream:
         """Run ``fn`` on every item concurrently; a lazy iterator of results.
 
@@ -224,10 +226,22 @@ class Task:
             timeout: seconds each item may run (default 5.0; None = no limit).
             on_timeout: ``"exit"`` raises ``otpy.Timeout`` from the iterator;
                 ``"kill_task"`` kills that item's task and goes on.
+            retry: an ``otpy.retry.RetryPolicy``: an item whose ``fn`` raised an
+                exception the policy selects is called again, after the
+                policy's wait, until it returns (``("ok", value)``) or the
+                policy gives up (the last exception is then the item's crash,
+                reported as without retry). Default None: no retries.
 
         The tasks are linked to the caller: a crash in ``fn`` raises
         ``otpy.ExitError`` from the iterator (and kills a caller that does not
         trap exits, as a link does).
+
+        With ``retry``, an item's attempts and the waits between them all run
+        in that item's worker, and ``timeout`` bounds the whole item, retries
+        included (as does the policy's own ``timeout``): leave room for the
+        waits, or pass ``timeout=None``. A worker waiting for its next attempt
+        holds no thread (the wait is a timer message), and a killed worker's
+        pending retry dies with it.
         """
         return AsyncStream(
             iterable,
@@ -238,6 +252,7 @@ class Task:
             on_timeout=on_timeout,
             zip_input_on_exit=zip_input_on_exit,
             link=True,
+            retry=retry,
         )
 
 
@@ -303,6 +318,79 @@ class _Worker:
             raise ProcessExit("normal")  # the owner is gone: so is the worker
 
 
+class _RetryDue:
+    """The timer message that tells a retrying worker its next attempt is due."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<async_stream retry due>"
+
+
+_RETRY_DUE = _RetryDue()
+
+
+class _RetryingWorker(_Worker):
+    """A worker whose items are retried under a policy (``async_stream(retry=...)``).
+
+    Each attempt is one turn of the worker; the wait before the next one is a
+    timer message to itself, so a worker that waits holds no thread and an
+    item run inline by the consumer never waits on the consumer's thread. The
+    consumer's deadline for the item covers every attempt and wait.
+    """
+
+    __slots__ = ("_job", "_ran", "_run", "_started", "policy")
+
+    def __init__(self, fn: Callable[[Any], Any], owner: Pid, policy: RetryPolicy) -> None:
+        super().__init__(fn, owner)
+        self.policy = policy
+        # The item being tried and its run, made at its first failure (owned by the
+        # worker process; no lock).
+        self._job: _Job | None = None
+        self._run: _Run | None = None
+        self._started = 0.0  # time.monotonic() when the item's first attempt began
+        self._ran = 0.0  # seconds its attempts ran, waits excluded: the item's cost
+
+    def handle(self, msg: Any) -> None:
+        kind = type(msg)
+        if kind is _Job:
+            self._job = msg
+            self._run = None
+            self._started = time.monotonic()
+            self._ran = 0.0
+            self._attempt()
+        elif kind is _RetryDue and self._job is not None:
+            self._attempt()
+        elif kind is Down and msg.ref == self.owner_ref:
+            raise ProcessExit("normal")
+
+    def _attempt(self) -> None:
+        job = self._job
+        assert job is not None and self.pid is not None
+        start = time.monotonic()
+        try:
+            value = self.fn(job.item)
+        except Exception as exc:
+            self._ran += time.monotonic() - start
+            run = self._run
+            if run is None:
+                run = self._run = _Run(self.policy, self.fn, self._started)
+            delay = run.failed(exc)
+            if delay is None:
+                raise  # the last exception ends the worker, as without retry
+        else:
+            finished = time.monotonic()
+            self._ran += finished - start
+            self._job = self._run = None
+            done = _Done(job.stream, self.pid, job.index, value, self._ran, finished)
+            core.send(self.owner, done)
+            return
+        if delay > 0:
+            core.send_after(delay, self.pid, _RETRY_DUE)
+        else:
+            core.send(self.pid, _RETRY_DUE)
+
+
 class AsyncStream(Iterator[Result]):
     """The lazy iterator that ``Task.async_stream`` returns.
 
@@ -322,6 +410,10 @@ class AsyncStream(Iterator[Result]):
     back to the pool, where timeouts are exact; so are they for every stream
     whose ``timeout`` is below 1 s.
 
+    With a ``retry`` policy, a failed attempt of an item run inline is
+    retried by its worker on a pool thread after the wait, never on the
+    consumer's thread.
+
     Closing the iterator (or dropping it) stops the workers.
     """
 
@@ -340,8 +432,13 @@ class AsyncStream(Iterator[Result]):
         link: bool,
         spawn_worker: Callable[[Callable[[Any], None], Callable[[], None], bool], Pid | None]
         | None = None,
+        retry: RetryPolicy | None = None,
     ) -> None:
         _check_callable(fn, "async_stream")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(
+                f"async_stream retry must be an otpy.retry.RetryPolicy or None; got {retry!r}"
+            )
         if max_concurrency is None:
             max_concurrency = os.cpu_count() or 1
         if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
@@ -363,6 +460,7 @@ class AsyncStream(Iterator[Result]):
         self._zip = bool(zip_input_on_exit)
         self._link = link
         self._spawn_worker = spawn_worker
+        self._retry = retry
         self._owner: Pid | None = None
         self._idle: list[Pid] = []
         self._refs: dict[Pid, Any] = {}
@@ -446,7 +544,11 @@ class AsyncStream(Iterator[Result]):
     def _new_worker(self) -> Pid:
         owner = self._owner
         assert owner is not None
-        worker = _Worker(self._fn, owner)
+        worker = (
+            _Worker(self._fn, owner)
+            if self._retry is None
+            else _RetryingWorker(self._fn, owner, self._retry)
+        )
         if self._spawn_worker is not None:
             pid = self._spawn_worker(worker.handle, worker.init, self._link)
         else:

@@ -26,6 +26,14 @@ they stop when it stops, and ``max_children`` bounds how many run at once.
 * ``async_stream`` / ``async_stream_nolink`` are ``otpy.Task.async_stream``
   with the workers under the supervisor; the nolink variant yields
   ``("exit", reason)`` for an item whose function raised, and goes on.
+  Both take ``retry=otpy.retry.RetryPolicy(...)`` as ``Task.async_stream``
+  does: an item is retried in its worker, and only its last failure is
+  reported (a crash, or ``("exit", exc)`` with nolink)::
+
+      policy = otpy.retry.RetryPolicy(on=ConnectionError, attempts=3)
+      for result in otpy.TaskSupervisor.async_stream_nolink("tasks", urls, fetch,
+                                                           retry=policy, timeout=None):
+          ...
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ from ._dynamic_supervisor import DynamicSupervisor, DynamicSupervisorServer, _op
 from ._gen_server import GenServer
 from ._supervisor import _start_server
 from ._task import AsyncStream, Task, _check_callable
+from .retry import RetryPolicy
 
 __all__ = ["TaskSupervisor"]
 
@@ -198,7 +207,11 @@ class TaskSupervisor:
     def async_stream(
         sup: object, iterable: Iterable[Any], fn: Callable[[Any], Any], **options: Any
     ) -> AsyncStream:
-        """``otpy.Task.async_stream`` with the workers under ``sup``, linked to the caller."""
+        """``otpy.Task.async_stream`` with the workers under ``sup``, linked to the caller.
+
+        Takes the same options (``max_concurrency``, ``ordered``, ``timeout``,
+        ``on_timeout``, ``zip_input_on_exit``, ``retry``).
+        """
         return TaskSupervisor._stream(sup, iterable, fn, True, options)
 
     @staticmethod
@@ -215,6 +228,7 @@ def _stream_options(
     timeout: float | None = 5.0,
     on_timeout: Literal["exit", "kill_task"] = "exit",
     zip_input_on_exit: bool = False,
+    retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
     return {
         "max_concurrency": max_concurrency,
@@ -222,4 +236,5 @@ def _stream_options(
         "timeout": timeout,
         "on_timeout": on_timeout,
         "zip_input_on_exit": zip_input_on_exit,
+        "retry": retry,
     }
