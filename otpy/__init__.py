@@ -24,6 +24,9 @@ Example::
         print(Stack.call("stack", "pop"))    # 2
 """
 
+from . import ratelimit as ratelimit
+from . import retry as retry
+from . import telemetry as telemetry
 from ._agent import Agent as Agent
 from ._child_spec import BRUTAL_KILL as BRUTAL_KILL
 from ._child_spec import ChildSpec as ChildSpec

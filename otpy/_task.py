@@ -25,6 +25,7 @@ A task body runs on a pool thread and holds it until the function returns
 
 from __future__ import annotations
 
+import contextvars
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -291,6 +292,23 @@ class _Done:
         self.finished = finished  # time.monotonic() when it ended
 
 
+class _InContext:
+    """Runs a stream's function on an item in a fresh copy of the consumer's context.
+
+    The copy is taken from the context the stream was made in, once per call,
+    so items see the consumer's variables and none sees another item's changes.
+    """
+
+    __slots__ = ("ctx", "fn")
+
+    def __init__(self, fn: Callable[[Any], Any]) -> None:
+        self.ctx = contextvars.copy_context()
+        self.fn = fn
+
+    def __call__(self, item: Any) -> Any:
+        return self.ctx.copy().run(self.fn, item)
+
+
 class _Worker:
     """The reactive process that runs a stream's items, one at a time."""
 
@@ -374,7 +392,9 @@ class _RetryingWorker(_Worker):
             self._ran += time.monotonic() - start
             run = self._run
             if run is None:
-                run = self._run = _Run(self.policy, self.fn, self._started)
+                fn = self.fn
+                target = fn.fn if type(fn) is _InContext else fn  # the user's function
+                run = self._run = _Run(self.policy, target, self._started)
             delay = run.failed(exc)
             if delay is None:
                 raise  # the last exception ends the worker, as without retry
@@ -454,6 +474,7 @@ class AsyncStream(Iterator[Result]):
         self._timeout = core.check_timeout(timeout)
         self._items = iter(iterable)
         self._fn = fn
+        self._run_item = _InContext(fn)  # every item in a fresh copy of this context
         self._max = max_concurrency
         self._ordered = ordered
         self._kill_on_timeout = on_timeout == "kill_task"
@@ -545,9 +566,9 @@ class AsyncStream(Iterator[Result]):
         owner = self._owner
         assert owner is not None
         worker = (
-            _Worker(self._fn, owner)
+            _Worker(self._run_item, owner)
             if self._retry is None
-            else _RetryingWorker(self._fn, owner, self._retry)
+            else _RetryingWorker(self._run_item, owner, self._retry)
         )
         if self._spawn_worker is not None:
             pid = self._spawn_worker(worker.handle, worker.init, self._link)

@@ -38,6 +38,7 @@ they stop when it stops, and ``max_children`` bounds how many run at once.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -53,23 +54,52 @@ from .retry import RetryPolicy
 __all__ = ["TaskSupervisor"]
 
 
-def _run_task(owner: Pid | None, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+class _Client:
+    """Who asked the supervisor for a task: its contextvars and its callers.
+
+    A task runs in a copy of its client's context, not the supervisor's, and
+    ``otpy.callers()`` in it starts with the client, as Elixir's ``$callers``.
+    """
+
+    __slots__ = ("callers", "ctx")
+
+    def __init__(self) -> None:
+        self.ctx = contextvars.copy_context()
+        self.callers = (core.self(), *core.callers())
+
+
+def _run_task(
+    owner: Pid | None, client: _Client, fn: Callable[..., Any], args: tuple[Any, ...]
+) -> Any:
     if owner is not None:
         core.link(owner)  # an owner that is already gone ends the task with "noproc"
-    return fn(*args)
+    return client.ctx.copy().run(fn, *args)
 
 
 def _start_task(
-    fn: Callable[..., Any], args: tuple[Any, ...], owner: Pid | None
+    fn: Callable[..., Any], args: tuple[Any, ...], owner: Pid | None, client: _Client
 ) -> tuple[Pid, Any]:
     """A child start function, run in the supervisor: the task is linked to it."""
     return core.spawn_task(
-        _run_task, (owner, fn, args), link=True, label=f"Task {core.describe(fn)}"
+        _run_task,
+        (owner, client, fn, args),
+        link=True,
+        label=f"Task {core.describe(fn)}",
+        callers=client.callers,
     )
 
 
+def _start_child_task(fn: Callable[..., Any], args: tuple[Any, ...], client: _Client) -> Pid:
+    """The start function of ``start_child``'s spec (also of its restarts)."""
+    return _start_task(fn, args, None, client)[0]
+
+
 def _start_worker(
-    handler: Callable[[Any], None], init: Callable[[], None], owner: Pid | None, label: str
+    handler: Callable[[Any], None],
+    init: Callable[[], None],
+    owner: Pid | None,
+    label: str,
+    client: _Client,
 ) -> Pid | None:
     """A child start function for an async_stream worker, run in the supervisor."""
 
@@ -78,7 +108,7 @@ def _start_worker(
         if owner is not None:
             core.link(owner)
 
-    return core.spawn_reactive(handler, start, link=True, label=label)
+    return core.spawn_reactive(handler, start, link=True, label=label, callers=client.callers)
 
 
 class TaskSupervisor:
@@ -106,7 +136,7 @@ class TaskSupervisor:
         owner = core.self()
         spec = ChildSpec(
             id=None,
-            start=(_start_task, (fn, args, owner if link else None), {}),
+            start=(_start_task, (fn, args, owner if link else None, _Client()), {}),
             restart="temporary",
         )
         pid, reply = answer(core.call(sup, ("start_child", spec), None, "TaskSupervisor.async_"))
@@ -146,7 +176,9 @@ class TaskSupervisor:
             otpy.MaxChildrenError: the supervisor is full.
         """
         _check_callable(fn, "TaskSupervisor.start_child")
-        spec = ChildSpec(id=None, start=(core.spawn_link, (fn, *args), {}), restart=restart)
+        spec = ChildSpec(
+            id=None, start=(_start_child_task, (fn, args, _Client()), {}), restart=restart
+        )
         pid = DynamicSupervisor.start_child(sup, spec)
         assert pid is not None
         return pid
@@ -179,6 +211,7 @@ class TaskSupervisor:
         options: dict[str, Any],
     ) -> AsyncStream:
         owner = core.self()
+        client = _Client()
 
         def spawn_worker(
             handler: Callable[[Any], None], init: Callable[[], None], link_owner: bool
@@ -192,6 +225,7 @@ class TaskSupervisor:
                         init,
                         owner if link_owner else None,
                         f"async_stream worker {core.describe(fn)}",
+                        client,
                     ),
                     {},
                 ),

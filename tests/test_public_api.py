@@ -54,7 +54,10 @@ ERRORS = [
     "AlreadyRegisteredError",
     "MaxChildrenError",
     "NotFoundError",
+    "MailboxFullError",
+    "DeadlockError",
 ]
+CORE_ADDITIONS = ["spawn_opt", "callers"]
 SUPERVISION = [
     "Supervisor",
     "supervise",
@@ -67,7 +70,13 @@ SUPERVISION = [
     "TaskSupervisor",
     "Backoff",
 ]
-PUBLIC = RUNTIME + PROCESSES + GEN_SERVER + AGENT + TASK + ERRORS + SUPERVISION
+PUBLIC = RUNTIME + PROCESSES + GEN_SERVER + AGENT + TASK + ERRORS + CORE_ADDITIONS + SUPERVISION
+
+SUBMODULES = {
+    "telemetry": ["attach", "attach_many", "detach", "list_handlers", "execute", "span", "Handler"],
+    "retry": ["RetryPolicy", "retry", "call", "set_testing"],
+    "ratelimit": ["TokenBucket", "ConcurrencyLimiter"],
+}
 
 CLASSES = [
     "Runtime",
@@ -209,3 +218,16 @@ def test_classes_present_themselves_as_otpy(runtime, name):
 @pytest.mark.parametrize("name", ERRORS)
 def test_errors_derive_from_otp_error(runtime, name):
     assert issubclass(getattr(otpy, name), otpy.OtpError)
+
+
+def test_deadlock_error_is_an_exit_error(runtime):
+    assert issubclass(otpy.DeadlockError, otpy.ExitError)
+
+
+@pytest.mark.parametrize("module, names", sorted(SUBMODULES.items()))
+def test_submodules_have_their_documented_names(runtime, module, names):
+    import importlib
+
+    mod = importlib.import_module(f"otpy.{module}")
+    assert [name for name in names if not hasattr(mod, name)] == []
+    assert getattr(otpy, module) is mod  # `from otpy import telemetry` works after `import otpy`

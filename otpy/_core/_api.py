@@ -203,12 +203,13 @@ def _spawn_body(
     label: str | None = None,
     mailbox_limit: int | None = None,
     on_full: str = "raise",
+    callers: tuple[Pid, ...] | None = None,
 ) -> tuple[Process, Ref | None]:
     if not callable(fn):
         raise TypeError(f"spawn needs a callable; got {fn!r} of type {type(fn).__name__}")
     me, _ = current()
     proc = me.rt.new_process(reactive=False, parent=me.pid, label=label or describe(fn))
-    proc.callers = me.heirs()
+    proc.callers = me.heirs() if callers is None else callers
     # The body runs in a copy of the spawner's contextvars, as an asyncio task does.
     proc._body = (contextvars.copy_context().run, (fn, *args), kwargs)
     if mailbox_limit is not None:
@@ -312,11 +313,18 @@ def callers() -> list[Pid]:
 
 
 def spawn_task(
-    fn: Callable[..., Any], args: tuple[Any, ...], *, link: bool, label: str | None = None
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    link: bool,
+    label: str | None = None,
+    callers: tuple[Pid, ...] | None = None,
 ) -> tuple[Pid, Reply]:
     """Start a body process whose result (``fn``'s value) resolves the returned Reply.
 
-    If the process dies first, the Reply fails with its exit reason.
+    If the process dies first, the Reply fails with its exit reason. ``callers``
+    replaces the caller's own chain (a supervisor starting a task for a client
+    passes the client's).
     """
     reply = Reply()
 
@@ -324,7 +332,9 @@ def spawn_task(
         value = fn(*args)
         reply.resolve(True, value)
 
-    proc, _ = _spawn_body(body, (), {}, link=link, monitor=False, label=label or describe(fn))
+    proc, _ = _spawn_body(
+        body, (), {}, link=link, monitor=False, label=label or describe(fn), callers=callers
+    )
     if not proc.watch(reply):
         reply.fail(proc.reason)
     return proc.pid, reply
@@ -392,13 +402,15 @@ def spawn_reactive(
     inline: bool = True,
     mailbox_limit: int | None = None,
     on_full: str = "raise",
+    callers: tuple[Pid, ...] | None = None,
 ) -> Pid | None:
     """Start a reactive process and wait until its ``init(*init_args)`` has run.
 
     ``handler(msg)`` runs once per message; with ``inline=False`` always on a
     pool thread, never on a caller's thread. ``init`` and every handler run in
     one copy of the caller's contextvars context, kept for the process's life.
-    ``mailbox_limit`` and ``on_full`` are :func:`spawn_opt`'s (validated here). ``init`` runs first, inside the
+    ``mailbox_limit`` and ``on_full`` are :func:`spawn_opt`'s (validated here);
+    ``callers`` is :func:`spawn_task`'s. ``init`` runs first, inside the
     new process (on the caller's thread when it can, else on the pool). If
     ``init`` raises :class:`StartIgnored` the result is ``None``; if it raises
     anything else, the process exits with that reason, the caller is not hit
@@ -413,7 +425,7 @@ def spawn_reactive(
     rt = me.rt
     # As in OTP, a process started without a link is its own parent.
     proc = rt.new_process(reactive=True, parent=me.pid if link else None, label=label)
-    proc.callers = me.heirs()
+    proc.callers = me.heirs() if callers is None else callers
     proc.ctx = contextvars.copy_context()
     if mailbox_limit is not None:
         proc.bound(mailbox_limit, on_full)

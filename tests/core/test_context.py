@@ -185,3 +185,44 @@ class TestCallers:
             Crashy.call(child.pid, "boom")
         recv(down_of(ref))
         assert recv(lambda m: m[0] == "started")[1] == [sup, me]
+
+
+def bump(item):
+    """An async_stream function: sees the consumer's value, then changes it for itself only."""
+    seen = request_id.get()
+    request_id.set(f"changed by item {item}")
+    return seen
+
+
+class TestStreamsAndTaskSupervisors:
+    def test_each_async_stream_item_runs_in_a_fresh_copy_of_the_consumers_context(self, runtime):
+        token = request_id.set("consumer")
+        try:
+            results = list(otpy.Task.async_stream(range(50), bump, max_concurrency=2))
+            assert results == [("ok", "consumer")] * 50
+            assert request_id.get() == "consumer"
+        finally:
+            request_id.reset(token)
+
+    def test_task_supervisor_tasks_run_in_the_clients_context(self, runtime):
+        ts = otpy.TaskSupervisor.start_link()
+        token = request_id.set("client")
+        try:
+            assert otpy.TaskSupervisor.async_(ts, request_id.get).await_(WAIT) == "client"
+            assert otpy.TaskSupervisor.async_nolink(ts, request_id.get).await_(WAIT) == "client"
+            me = otpy.self()
+            otpy.TaskSupervisor.start_child(ts, report, me)
+            assert saw() == "client"
+            stream = otpy.TaskSupervisor.async_stream(ts, range(10), bump)
+            assert list(stream) == [("ok", "client")] * 10
+            stream = otpy.TaskSupervisor.async_stream_nolink(ts, range(10), bump)
+            assert list(stream) == [("ok", "client")] * 10
+        finally:
+            request_id.reset(token)
+
+    def test_task_supervisor_tasks_have_their_client_as_first_caller(self, runtime):
+        ts = otpy.TaskSupervisor.start_link()
+        me = otpy.self()
+        assert otpy.TaskSupervisor.async_(ts, otpy.callers).await_(WAIT) == [me]
+        otpy.TaskSupervisor.start_child(ts, lambda: otpy.send(me, ("saw", otpy.callers())))
+        assert saw() == [me]
