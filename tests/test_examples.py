@@ -151,6 +151,7 @@ class TestDemoCommand:
             "ping_pong",
             "kv_store",
             "url_checker",
+            "rate_limit",
             "word_count",
             "log_aggregation",
         ]

@@ -42,6 +42,10 @@ DEMOS: dict[str, tuple[str, str]] = {
         "url_checker",
         "check 20 fake URLs five at a time with Task.async_stream, timing out the slow ones",
     ),
+    "rate_limit": (
+        "rate_limit",
+        "fetch from a misbehaving local server through a token bucket, retrying selectively",
+    ),
     "word_count": (
         "word_count",
         "count the words of a few MB of text with otpy.flow, the same as a sequential Counter",
