@@ -89,6 +89,7 @@ from ._partition_supervisor import PartitionSupervisor as PartitionSupervisor
 from ._partition_supervisor import partition as partition
 from ._registry import Registry as Registry
 from ._registry import via as via
+from ._run import run as run
 from ._supervisor import RESTARTING as RESTARTING
 from ._supervisor import Backoff as Backoff
 from ._supervisor import ChildCount as ChildCount
@@ -161,6 +162,7 @@ __all__ = [
     "processes",
     "receive",
     "register",
+    "run",
     "self",
     "send",
     "send_after",

@@ -57,7 +57,7 @@ class TestProcessCrash:
         assert of(events, "process", "crash") == [({}, {"pid": pid, "name": "crasher", "reason": reason})]
 
     def test_normal_and_shutdown_exits_and_kills_are_no_crash(self, runtime, events):
-        pid, ref = otpy.spawn_monitor(lambda: None)
+        _, ref = otpy.spawn_monitor(lambda: None)
         recv(down_of(ref))
         server = Crasher.start()
         ref = otpy.monitor(server)

@@ -1002,17 +1002,25 @@ def _fan_out(
         work.append(job)
         return
     work = ts.fanout = deque((job,))
+    interrupted: BaseException | None = None
     try:
         while work:
             dead, why, ls, ws, ms = work.popleft()
             try:
                 dead._signal_all(why, ls, ws, ms)
-            except BaseException:
+            except Exception:
                 _log.critical(
                     "this is a bug in otpy: signalling the death of %r failed", dead, exc_info=True
                 )
+            except BaseException as exc:
+                # A KeyboardInterrupt (a signal handler's exception) landed here: the
+                # other deaths still go out, then it propagates. What the interrupted
+                # job had not sent yet is lost, rather than sent twice.
+                interrupted = exc
     finally:
         ts.fanout = None
+    if interrupted is not None:
+        raise interrupted
 
 
 def _thread_name(tid: int) -> str | None:

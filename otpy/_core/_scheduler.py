@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from queue import Empty, SimpleQueue
 from typing import Any, Protocol
@@ -105,6 +106,11 @@ A thread that is being started carries its parent's id until it boots
 with an id: an interrupt meant for the parent would kill the new thread before
 it runs. So interrupts wait until no runtime thread is booting.
 """
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (``None``: no deadline), at least 0."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 def thread_state() -> ThreadState:
@@ -265,13 +271,14 @@ class Scheduler:
                     self._runq.put(_STOP)
                     self._pending += 1
         me = threading.current_thread()
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in workers:
             if thread is not me:
-                thread.join(timeout)
+                thread.join(_left(deadline))
         with self._lock:  # workers started while we joined (see _start_worker)
             late = [t for t in self._workers if t not in workers and t is not me]
         for thread in late:
-            thread.join(timeout)
+            thread.join(_left(deadline))
 
     def stats(self) -> dict[str, int]:
         with self._lock:
