@@ -186,6 +186,10 @@ def count_restart(restarts: deque[float], max_restarts: int, max_seconds: float)
     return len(restarts) > max_restarts
 
 
+_RESTART = ("otpy", "supervisor", "restart")
+_MAX_INTENSITY = ("otpy", "supervisor", "max_intensity")
+
+
 def give_up(
     label: str, why: str | Callable[[], str], restarts: int, max_restarts: int, max_seconds: float
 ) -> None:
@@ -201,18 +205,21 @@ def give_up(
         max_restarts,
         max_seconds,
     )
-    telemetry.execute(
-        ("otpy", "supervisor", "max_intensity"),
-        {"restarts": restarts},
-        {"supervisor": core.self(), "max_restarts": max_restarts, "max_seconds": max_seconds},
-    )
+    if telemetry._handlers_for(_MAX_INTENSITY):
+        telemetry.execute(
+            _MAX_INTENSITY,
+            {"restarts": restarts},
+            {"supervisor": core.self(), "max_restarts": max_restarts, "max_seconds": max_seconds},
+        )
     raise Stop("shutdown")
 
 
 def report_restart(child_id: Any, old: Pid | None, new: Pid | None, reason: Any, restarts: int) -> None:
     """Emit ``("otpy", "supervisor", "restart")`` for a child the calling supervisor restarted."""
+    if not telemetry._handlers_for(_RESTART):
+        return
     telemetry.execute(
-        ("otpy", "supervisor", "restart"),
+        _RESTART,
         {"restarts": restarts},
         {
             "supervisor": core.self(),

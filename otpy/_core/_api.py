@@ -9,14 +9,15 @@ thread whose process was killed gets its :class:`otpy.ExitError`.
 from __future__ import annotations
 
 import contextvars
+import sys
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from .._exceptions import ExitError, NoProcError, StartError
+from .._exceptions import ExitError, NoProcError, StartError, Timeout
 from . import _process
-from ._process import MAX_INLINE_DEPTH, Process, ProcessExit, Reply, describe, raise_dead
+from ._process import MAX_INLINE_DEPTH, Call, Process, ProcessExit, Reply, describe, raise_dead
 from ._runtime import Runtime, current_runtime
 from ._scheduler import ThreadState, thread_state
 from ._timers import Timer
@@ -126,18 +127,43 @@ ProcessInfo.__module__ = "otpy"
 # -- finding processes --------------------------------------------------------
 
 
+def running_task() -> Any:
+    """The asyncio task running on the calling thread, or None.
+
+    Costs a dictionary lookup when asyncio was never imported (no loop can run then).
+    """
+    aio = sys.modules.get("asyncio")
+    if aio is None:
+        return None
+    loop = aio._get_running_loop()
+    return None if loop is None else aio.current_task(loop)
+
+
 def current() -> tuple[Process, ThreadState]:
-    """The calling process and thread state; raises if the process is dead."""
+    """The calling process and thread state; raises if the process is dead.
+
+    Outside any process: an asyncio task running here gets a process of its
+    own (one per task), a plain thread one of its own (one per thread).
+    """
     ts = thread_state()
     proc: Process | None = ts.proc  # type: ignore[assignment]
     if proc is None:
-        rt = current_runtime()
-        proc = ts.thread_procs.get(rt)  # type: ignore[assignment]
-        if proc is None:
-            proc = rt.thread_process(ts)
+        proc = _outside(ts)
     if not proc.alive:
         raise_dead(proc, ts)
     return proc, ts
+
+
+def _outside(ts: ThreadState) -> Process:
+    """The process of the asyncio task or plain thread calling, outside any process's code."""
+    rt = current_runtime()
+    task = running_task()
+    if task is not None:
+        procs = ts.task_procs
+        proc: Process | None = procs.get((rt, task)) if procs else None  # type: ignore[assignment]
+        return rt.task_process(ts, task) if proc is None else proc
+    proc = ts.thread_procs.get(rt)  # type: ignore[assignment]
+    return rt.thread_process(ts) if proc is None else proc
 
 
 def resolve(dest: object, rt: Runtime | None = None) -> Process | None:
@@ -426,7 +452,8 @@ def spawn_reactive(
     # As in OTP, a process started without a link is its own parent.
     proc = rt.new_process(reactive=True, parent=me.pid if link else None, label=label)
     proc.callers = me.heirs() if callers is None else callers
-    proc.ctx = contextvars.copy_context()
+    ctx = contextvars.copy_context()
+    proc.ctx = ctx if len(ctx) else None  # see Process._in_context
     if mailbox_limit is not None:
         proc.bound(mailbox_limit, on_full)
     proc._handler = handler
@@ -592,6 +619,150 @@ def wait_done(reply: Reply, timeout: float | None) -> bool:
     """Wait as the calling process until ``reply`` is resolved, without consuming it."""
     me, ts = current()
     return _process.wait_done(me, ts, reply, timeout)
+
+
+# -- waiting without a thread (otpy.aio) ----------------------------------------------
+
+Waiter = _process.Waiter
+NOTHING = _process.NOTHING
+
+
+def poll(match: Callable[[Any], bool] | None = None) -> Any:
+    """Take the caller's oldest message (that ``match`` accepts) without waiting, else NOTHING."""
+    me, ts = current()
+    return _process.poll(me, ts, match)
+
+
+def arm(waiter: Waiter) -> None:
+    """The caller will wait for ``waiter``: a message or its death calls ``waiter.wake()``.
+
+    Raises:
+        ExitError: the caller's process is dead.
+    """
+    me, ts = current()
+    if not me.set_wait(waiter):
+        raise_dead(me, ts)
+    me.waker = waiter.wake
+
+
+def disarm() -> None:
+    """The caller stopped waiting (see :func:`arm`); never raises, also for a dead caller."""
+    ts = thread_state()
+    me: Process | None = ts.proc  # type: ignore[assignment]
+    if me is None:
+        me = _outside(ts)
+    me.waker = None
+    me.set_wait(None)
+
+
+class PendingCall:
+    """A call whose caller waits for it without a thread (``otpy.aio.call``)."""
+
+    __slots__ = ("_me", "_msg", "_target", "_ts", "_what")
+
+    def __init__(
+        self,
+        me: Process,
+        ts: ThreadState,
+        target: Process,
+        msg: Call,
+        what: str | Callable[[], str],
+    ) -> None:
+        self._me = me
+        self._ts = ts
+        self._target = target
+        self._msg = msg
+        self._what = what
+
+    @property
+    def done(self) -> bool:
+        """Whether it was answered (or its target died): :meth:`result` will not wait."""
+        return self._msg.done
+
+    def timed_out(self, timeout: float | None) -> None:
+        """The caller's timeout passed: raise Timeout, unless the answer won the race."""
+        if self._msg.settle_timeout():
+            self._end()
+            raise Timeout(self._what if isinstance(self._what, str) else self._what(), timeout)
+
+    def cancel(self) -> None:
+        """The caller gave up waiting (its task was cancelled): a late answer is dropped."""
+        self._msg.settle_timeout()
+        self._end()
+
+    def result(self) -> Any:
+        """The reply (once :attr:`done`, or after the waiter woke); raises as ``call`` does."""
+        msg = self._msg
+        if not msg.done:  # woken by the caller's own death
+            msg.abandon()
+        else:
+            msg.wait(None)  # the outcome is stored by now
+        return _process.end_call(self._me, self._ts, self._target, msg, self._what)
+
+    def _end(self) -> None:
+        self._me._calling = None
+        self._me.set_wait(None)
+        self._target.unwatch(self._msg)
+
+    @property
+    def waiter(self) -> Waiter | None:
+        """What the caller waits for (None when the call was answered at once)."""
+        wait = self._me._wait
+        return wait if isinstance(wait, Waiter) else None
+
+
+def begin_call(
+    dest: object,
+    request: Any,
+    timeout: float | None,
+    what: str | Callable[[], str],
+    make_waiter: Callable[[], Waiter],
+) -> PendingCall:
+    """Start a call that the caller will await (unless it is :attr:`~PendingCall.done` at once).
+
+    ``make_waiter()`` is called only if the caller must wait; the waiter it
+    returns is woken when the call is answered or the caller dies.
+
+    Raises:
+        NoProcError, ExitError, DeadlockError, MailboxFullError, Timeout: as ``call``.
+    """
+    me, ts = current()
+    target = resolve(dest, me.rt)
+    if target is None or not target.alive:
+        raise NoProcError(dest, what if isinstance(what, str) else what())
+    msg = _process.begin_call(me, ts, target, request, timeout, what, make_waiter)
+    return PendingCall(me, ts, target, msg, what)
+
+
+def host_task(task: Any, *, link: bool, label: str) -> Pid:
+    """Make the process of a coroutine's ``task`` (``otpy.aio.spawn``), started by the caller.
+
+    It must run on the calling thread's event loop. It is a process like any
+    other; the caller ends it with :func:`end_task` when the task ends.
+    """
+    me, ts = current()
+    rt = me.rt
+    proc = rt.task_process(ts, task, spawned=True)
+    proc.label = label
+    proc.parent = me.pid
+    proc.callers = me.heirs()
+    if link:
+        proc.add_link(me)
+    return proc.pid
+
+
+def end_task(pid: Pid, task: Any, outcome: BaseException | None, reason: Any = "normal") -> None:
+    """A hosted task ended: its process ends with ``reason``, or crashes with ``outcome``."""
+    proc = pid._proc
+    if proc is None:
+        return
+    ts = proc._ts
+    if ts is not None and ts.task_procs is not None and ts.task_procs.get((proc.rt, task)) is proc:
+        del ts.task_procs[(proc.rt, task)]
+    if outcome is not None:
+        proc.crash(outcome)
+    else:
+        proc.die(reason)
 
 
 def run_inline(dest: Pid, message: Any) -> bool:

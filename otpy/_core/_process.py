@@ -45,6 +45,7 @@ from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DeadlockError, ExitError, MailboxFullError, NoProcError, Timeout
+from ..telemetry import _handlers_for
 from ..telemetry import execute as _emit
 from ._scheduler import ThreadState, thread_start_lock, thread_state
 from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref, is_normal_exit
@@ -70,6 +71,9 @@ __all__ = [
 ]
 
 _log = logging.getLogger("otpy.process")
+
+_CRASH = ("otpy", "process", "crash")
+_DROP = ("otpy", "mailbox", "drop")
 
 BUDGET = 64
 """Messages a reactive process handles per turn before it yields its thread."""
@@ -189,12 +193,26 @@ class Call(Reply):
     ``otpy.GenServer.reply(caller, value)`` (or ``caller.reply(value)``).
     """
 
-    __slots__ = ("pid", "request")
+    __slots__ = ("pid", "request", "waker")
 
-    def __init__(self, request: Any, pid: Pid) -> None:
+    def __init__(self, request: Any, pid: Pid, waker: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.request = request
         self.pid = pid
+        # Called once the call is resolved (a reply, a death, a timeout), for a caller
+        # that awaits it without a thread (otpy.aio); None for a waiting thread.
+        self.waker = waker
+
+    def resolve(self, ok: bool, value: Any) -> bool:
+        if not self._claim.acquire(False):
+            return False
+        self.ok = ok
+        self.value = value
+        self._done.release()
+        waker = self.waker
+        if waker is not None:
+            waker()
+        return True
 
     def reply(self, value: Any) -> None:
         """Answer the caller; later answers, or answers after a timeout, are dropped."""
@@ -313,6 +331,7 @@ class Process:
         "callers",
         "ctx",
         "data",
+        "host",
         "inline_cost",
         "label",
         "name",
@@ -323,6 +342,7 @@ class Process:
         "rt",
         "thread_owned",
         "trap",
+        "waker",
     )
 
     # _lock guards alive, _dying, reason, name, trap, _links, _monitors, _monitoring,
@@ -357,7 +377,7 @@ class Process:
         self._monitors: dict[Ref, Process] | None = None
         self._monitoring: dict[Ref, Process] | None = None
         self._watchers: set[Reply] | None = None
-        self._wait: Reply | None = None
+        self._wait: Reply | Waiter | None = None
         self._saved: deque[Any] | None = None
         self._ts: ThreadState | None = None
         self._async_sent = False
@@ -373,6 +393,11 @@ class Process:
         self.callers: tuple[Pid, ...] = ()
         self._heirs: tuple[Pid, ...] | None = None
         self.ctx: contextvars.Context | None = None
+        # An asyncio task's own process (see _api.current): (task, spawned); None otherwise.
+        self.host: tuple[Any, bool] | None = None
+        # Called (from any thread) after a message is put in the mailbox, while the
+        # process's code awaits one without a thread (otpy.aio); None otherwise.
+        self.waker: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         state = "alive" if self.alive else f"dead: {self.reason!r}"
@@ -386,8 +411,13 @@ class Process:
         if not self.alive:
             return
         self._q.put(msg)
-        if self.reactive and self._sched.acquire(False):
-            self.rt.scheduler.submit(self)
+        if self.reactive:
+            if self._sched.acquire(False):
+                self.rt.scheduler.submit(self)
+        elif self.waker is not None:
+            waker = self.waker
+            if waker is not None:  # read once: the awaiting code clears it when it wakes
+                waker()
 
     def heirs(self) -> tuple[Pid, ...]:
         """The ``callers`` of a process this one starts: itself, then its own callers."""
@@ -443,9 +473,8 @@ class Process:
                 return True
             if mode != "block":
                 if mode == "drop" or how in ("cast", "timer"):
-                    _emit(
-                        ("otpy", "mailbox", "drop"), {"count": 1}, {"pid": self.pid, "limit": bound.limit}
-                    )
+                    if _handlers_for(_DROP):
+                        _emit(_DROP, {"count": 1}, {"pid": self.pid, "limit": bound.limit})
                     return False
                 raise MailboxFullError(self.pid, bound.limit)
             assert sender is not None and ts is not None
@@ -544,11 +573,7 @@ class Process:
         left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
-                ctx = self.ctx
-                if ctx is None:
-                    self._handle_some()
-                else:
-                    ctx.run(self._handle_some)
+                self._in_context(self._handle_some)
             finally:
                 self._leave(ts, prev)
                 left = True
@@ -561,6 +586,26 @@ class Process:
                 self._leave(ts, prev)
             self.crash(exc)
         self._release_sched()
+
+    def _in_context(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run the process's ``fn(*args)`` in its contextvars context.
+
+        A process started from an empty context keeps none (``ctx`` is None)
+        until its code sets a variable: each run gets a fresh empty context,
+        which no one can tell from the one it would keep, and the first run
+        that sets a variable leaves its context to the process for good. So
+        100,000 servers started from a plain script cost no context each.
+        """
+        ctx = self.ctx
+        if ctx is None:
+            ctx = contextvars.Context()
+            try:
+                ctx.run(fn, *args)
+            finally:
+                if len(ctx):
+                    self.ctx = ctx
+        else:
+            ctx.run(fn, *args)
 
     def _handle_some(self) -> None:
         """One turn's work: the init if it has not run, then up to ``BUDGET`` messages."""
@@ -637,11 +682,7 @@ class Process:
         start = time.monotonic()
         try:
             try:
-                ctx = self.ctx
-                if ctx is None:
-                    fn(*args)
-                else:
-                    ctx.run(fn, *args)
+                self._in_context(fn, *args)
             finally:
                 ts.depth -= 1
                 self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
@@ -694,8 +735,8 @@ class Process:
         if not self.alive:
             return  # killed first: that death stands
         name = self.name
-        if self.die(reason) and not is_normal_exit(reason):
-            _emit(("otpy", "process", "crash"), {}, {"pid": self.pid, "name": name, "reason": reason})
+        if self.die(reason) and not is_normal_exit(reason) and _handlers_for(_CRASH):
+            _emit(_CRASH, {}, {"pid": self.pid, "name": name, "reason": reason})
 
     def crash(self, exc: BaseException) -> None:
         """The process's code raised ``exc``: log it (unless the process is dead already) and die."""
@@ -710,8 +751,8 @@ class Process:
             exc,
             exc_info=(type(exc), exc, exc.__traceback__),
         )
-        if self.die(exc):
-            _emit(("otpy", "process", "crash"), {}, {"pid": self.pid, "name": name, "reason": exc})
+        if self.die(exc) and _handlers_for(_CRASH):
+            _emit(_CRASH, {}, {"pid": self.pid, "name": name, "reason": exc})
 
     # -- death -------------------------------------------------------------
 
@@ -918,7 +959,7 @@ class Process:
             if self._watchers:
                 self._watchers.discard(reply)
 
-    def set_wait(self, reply: Reply | None) -> bool:
+    def set_wait(self, reply: Reply | Waiter | None) -> bool:
         """Register what the process's thread is about to wait on; False if dead."""
         with self._lock:
             if not self.alive:
@@ -960,9 +1001,13 @@ class Process:
                 "trap_exits": self.trap,
                 "parent": self.parent,
             }
-        if ts is not None and (ts.proc is self or self.thread_owned):
+        if self.host is not None:  # an asyncio task: waiting unless it runs otpy code now
+            busy = ts is not None and ts.proc is None and not ts.waiting and self.waker is None
+            status = "running" if busy else "waiting"
+            thread: str | None = None if ts is None else _thread_name(ts.tid)
+        elif ts is not None and (ts.proc is self or self.thread_owned):
             status = "waiting" if ts.waiting else "running"
-            thread: str | None = _thread_name(ts.tid)
+            thread = _thread_name(ts.tid)
         elif self.reactive and self._sched.locked():
             status, thread = "runnable", None
         else:
@@ -1063,8 +1108,12 @@ def raise_dead(proc: Process, ts: ThreadState) -> None:
     reason = proc.reason
     if proc.thread_owned:
         rt = proc.rt
-        if ts.thread_procs.get(rt) is proc:
-            del ts.thread_procs[rt]
+        host = proc.host
+        if host is None:
+            if ts.thread_procs.get(rt) is proc:
+                del ts.thread_procs[rt]
+        elif not host[1] and ts.task_procs is not None:  # an adopted task gets a fresh one
+            ts.task_procs.pop((rt, host[0]), None)
         raise ExitError(reason) from (reason if isinstance(reason, BaseException) else None)
     raise ProcessExit(reason)
 
@@ -1078,6 +1127,69 @@ def receive(
     if bound is not None and _counted(msg):
         bound.release()
     return msg
+
+
+NOTHING = object()
+"""What :func:`poll` returns when no message (that the predicate accepts) is there."""
+
+
+def poll(proc: Process, ts: ThreadState, match: Callable[[Any], bool] | None) -> Any:
+    """Take the oldest message (that ``match`` accepts) without waiting; else :data:`NOTHING`."""
+    saved = proc._saved
+    if saved:
+        if match is None:
+            msg = saved.popleft()
+            _uncount(proc, msg)
+            return msg
+        for i, old in enumerate(saved):
+            if match(old):
+                del saved[i]
+                _uncount(proc, old)
+                return old
+    q = proc._q
+    while not q.empty():
+        try:
+            msg = q.get_nowait()
+        except Empty:
+            break
+        if msg is _WAKE:
+            if not proc.alive:
+                raise_dead(proc, ts)
+            continue
+        if match is None or match(msg):
+            _uncount(proc, msg)
+            return msg
+        if saved is None:
+            saved = proc._saved = deque()
+        saved.append(msg)
+    if not proc.alive:
+        raise_dead(proc, ts)
+    return NOTHING
+
+
+def _uncount(proc: Process, msg: Any) -> None:
+    bound = proc._bound
+    if bound is not None and _counted(msg):
+        bound.release()
+
+
+class Waiter:
+    """A wait that something else wakes: an awaiting coroutine (``otpy.aio``), say.
+
+    It stands where a thread's :class:`Reply` would in ``Process._wait``: the
+    death of the waiting process calls :meth:`abandon`; a message for it calls
+    the process's ``waker``, which an implementation points at :meth:`wake`.
+    Subclasses define :meth:`wake`; it may be called from any thread, any
+    number of times.
+    """
+
+    __slots__ = ()
+
+    def wake(self) -> None:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        self.wake()
 
 
 def _take(
@@ -1284,6 +1396,108 @@ def call(
         return msg
     finally:
         proc._calling = None
+
+
+def begin_call(
+    proc: Process,
+    ts: ThreadState,
+    target: Process,
+    request: Any,
+    timeout: float | None,
+    what: str | Callable[[], str],
+    make_waiter: Callable[[], Waiter],
+) -> Call:
+    """Start a call whose caller will wait without a thread (``otpy.aio``).
+
+    The same rules as :func:`call` (inline runs, deadlock detection, bounded
+    mailboxes: a ``"block"`` mailbox refuses instead, since nothing may block
+    here). The returned call may be answered already (``.done``: an inline
+    run answered it); otherwise ``make_waiter()`` made the waiter that its
+    answer, or the caller's death, wakes, and the caller waits for that, then
+    calls :func:`end_call`.
+
+    Raises:
+        NoProcError, ExitError, DeadlockError, MailboxFullError, Timeout: as :func:`call`.
+    """
+    if target is proc:
+        raise ExitError(
+            "calling_self",
+            f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
+        )
+    msg = Call(request, proc.pid)
+    proc._calling = target
+    try:
+        if target._calling is not None:
+            _check_deadlock(proc, target, what)
+        if (
+            target.reactive
+            and ts.depth < MAX_INLINE_DEPTH
+            and (
+                timeout is None
+                or (timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout)
+            )
+            and target.try_claim()
+        ):
+            start = time.monotonic()
+            target.run_inline(msg, ts)
+            if timeout is not None and time.monotonic() - start > timeout:
+                if not proc.alive:
+                    raise_dead(proc, ts)
+                msg.settle_timeout()
+                raise Timeout(_describe_wait(what), timeout)
+            if msg.done:
+                proc._calling = None
+                return msg
+            if not target.watch(msg):
+                msg.fail(target.reason)
+                proc._calling = None
+                return msg
+            waiter = make_waiter()
+            msg.waker = waiter.wake
+            if msg.done:  # answered before the waker was in place: it did not fire
+                waiter.wake()
+        else:
+            waiter = make_waiter()
+            msg.waker = waiter.wake
+            if not target.watch(msg):
+                raise NoProcError(target.pid, _describe_wait(what))
+            if target._bound is None:
+                target.deliver(msg)
+            else:  # no sender: a "block" mailbox raises MailboxFullError instead of blocking
+                try:
+                    target.offer(msg, "call", None, None, None)
+                except BaseException:
+                    target.unwatch(msg)
+                    raise
+        if not proc.set_wait(waiter):
+            target.unwatch(msg)
+            raise_dead(proc, ts)
+    except BaseException:
+        proc._calling = None
+        raise
+    return msg
+
+
+def end_call(
+    proc: Process,
+    ts: ThreadState,
+    target: Process,
+    msg: Call,
+    what: str | Callable[[], str],
+) -> Any:
+    """After :func:`begin_call`'s call was answered (or its wait ended): the reply, or raise.
+
+    Raises:
+        ExitError: the target died first (``.reason``), or the caller itself was killed.
+    """
+    proc._calling = None
+    proc.set_wait(None)
+    target.unwatch(msg)
+    if msg.value is _ABANDONED or not proc.alive:
+        raise_dead(proc, ts)
+    if msg.ok:
+        return msg.value
+    raise ExitError(msg.value, _describe_wait(what))
 
 
 def _offer_call(

@@ -144,6 +144,30 @@ class Runtime:
         ts.thread_procs[self] = proc
         return proc
 
+    def task_process(self, ts: ThreadState, task: Any, *, spawned: bool = False) -> Process:
+        """The process of asyncio ``task`` (running on ``ts``'s thread), made on first use.
+
+        Like a plain thread's process, but one per task: it ends with
+        ``"normal"`` when the task ends (a ``spawned`` one, made by
+        ``otpy.aio.spawn``, ends as its coroutine did; its caller handles that).
+        """
+        procs = ts.task_procs
+        if procs is None:
+            procs = ts.task_procs = {}
+        proc = procs.get((self, task))
+        if proc is not None:
+            return proc  # type: ignore[return-value]
+        name = task.get_name() if hasattr(task, "get_name") else repr(task)
+        proc = self.new_process(
+            reactive=False, parent=None, label=f"asyncio task {name}", thread_owned=True
+        )
+        proc._ts = ts
+        proc.host = (task, spawned)
+        procs[(self, task)] = proc
+        if not spawned:
+            task.add_done_callback(lambda _: _task_done(self, ts, task, proc))
+        return proc
+
     def forget(self, proc: Process, name: str | None) -> None:
         """Called by a dying process: drop it (and its name) from the tables."""
         with self._lock:
@@ -280,6 +304,14 @@ class Runtime:
 
     def call_soon(self, delay: float, action: Callable[[], Any]) -> Any:
         return self.timers.schedule(delay, action)
+
+
+def _task_done(rt: Runtime, ts: ThreadState, task: Any, proc: Process) -> None:
+    """An adopted asyncio task ended (on its loop's thread): so does its process."""
+    procs = ts.task_procs
+    if procs is not None and procs.get((rt, task)) is proc:
+        del procs[(rt, task)]
+    proc.die("normal")
 
 
 def _check_name(name: object) -> None:
