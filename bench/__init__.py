@@ -7,6 +7,7 @@ Run it from the repository root::
     python -m bench --quick            # smoke test: small sizes, one round
     python -m bench --only W1,W3 --rounds 5
     python -m bench --markdown         # a table to paste into README.md
+    python -m bench --base /tmp/otpy-base   # also an older otpy, side by side (below)
 
 Workloads (DESIGN.md, "Performance"):
 
@@ -44,8 +45,12 @@ Contenders:
   when the old one's ``on_stop``/``on_failure`` hook tells it that it ended.
   It has no pool map, stages or flow: W7-W9 show n/a.
 
+- ``otpy@base`` (only with ``--base PATH``): the ``otpy`` contender's code
+  run on an older otpy, to measure a change to the runtime before and after
+  in one run (see "Before and after" below).
+
 The same server logic (``bench._workloads.Counter`` and ``RingNode``, and
-W8's consumer logic ``Tally``) runs in all three; a contender only supplies the
+W8's consumer logic ``Tally``) runs in every contender; a contender only supplies the
 hosting (start, call, cast, stop; W8's stages).
 
 W6 crashes the worker two ways, one row each: ``kill`` (otpy:
@@ -75,6 +80,28 @@ Rounds are interleaved (every contender runs every workload in each round, the
 contender order rotating from round to round) and each cell shows the median
 over rounds. Memory per process is the RSS delta (``/proc/self/statm``) in a
 fresh interpreter while all N processes are alive, measured once.
+
+Before and after (``--base PATH``): ``PATH`` is a directory holding an older
+checkout's ``otpy/`` package, for instance the commit before a change::
+
+    git worktree add /tmp/otpy-base 799fa1d     # a checkout (remove: git worktree remove)
+    # or, leaving the repository's state alone, the files alone:
+    mkdir /tmp/otpy-base && git archive 799fa1d | tar -x -C /tmp/otpy-base
+    python -m bench --base /tmp/otpy-base --only W1,W2,W3,W4,W5,W6,W7,W8,W9
+
+The run gains the column ``otpy@base`` (the header line gives its
+``__version__`` and, if ``PATH`` is a git checkout, its commit from ``git -C
+PATH rev-parse --short HEAD``) and the ratios ``otpy/otpy@base``: 1 is no
+change, and with several rounds the parentheses give the min-max of the
+round-by-round ratios, a gauge of the noise (the rounds interleave the
+contenders, so a round's two samples ran close in time). It is the same
+contender code (``bench._otpy``, ``_otpy_stage``, ``_otpy_flow``), imported a
+second time against the base package, which is imported as ``otpy_base``
+beside the current ``otpy`` (``bench._base`` says how). Every measurement
+must leave no thread running, so that neither version's runtime disturbs the
+other's: threads still alive 5 s after a measurement are reported. Without
+``--base`` nothing changes; a ``PATH`` without ``otpy/__init__.py`` is an error
+(exit status 2).
 
 A measurement still running after the watchdog (``--watchdog``, 300 s) counts
 as hung: every thread's stack goes to stderr, the results so far are printed,

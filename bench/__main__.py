@@ -8,15 +8,25 @@ import platform
 import sys
 import sysconfig
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from time import perf_counter
 
 from . import _report
-from ._contender import NAMES, Contender, Unavailable, load
+from ._base import PACKAGE, BaseError, check_path, describe
+from ._contender import BASE_NAME, Contender, Unavailable, columns, load
 from ._memory import METHOD
 from ._runner import Results, run_rounds
 from ._workloads import FULL, QUICK, Case, Target, build_cases, build_targets
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9")
+
+_BASE_HELP = (
+    "also run the otpy contender on an older otpy, side by side: PATH is a directory holding "
+    "an older checkout's otpy/ package, made e.g. with `git worktree add /tmp/otpy-base "
+    "799fa1d` or `mkdir /tmp/otpy-base && git archive 799fa1d | tar -x -C /tmp/otpy-base`. "
+    f"Adds the column {BASE_NAME} (its version and git commit in the header line) and the "
+    f"ratios otpy/{BASE_NAME}, with the min-max of the round-by-round ratios"
+)
 
 
 def _workload_list(text: str) -> list[str]:
@@ -27,6 +37,13 @@ def _workload_list(text: str) -> list[str]:
             f"--only takes a comma-separated list of {', '.join(WORKLOADS)}; got {text!r}"
         )
     return chosen
+
+
+def _base_path(text: str) -> str:
+    try:
+        return str(check_path(text))
+    except BaseError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
@@ -43,7 +60,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse the command line."""
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark otpy against plain threads and Pykka, side by side in one run.",
+        description="Benchmark otpy against plain threads and Pykka (and, with --base, an older "
+        "otpy), side by side in one run.",
     )
     parser.add_argument(
         "--rounds",
@@ -76,19 +94,40 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="a measurement running longer counts as hung: print every stack and the results "
         "so far, then exit with status 3 (default: 300)",
     )
+    parser.add_argument("--base", type=_base_path, default=None, metavar="PATH", help=_BASE_HELP)
     return parser.parse_args(argv)
 
 
-def _load_contenders() -> tuple[list[Contender], dict[str, str]]:
+def _load_contenders(base: str | None) -> tuple[list[Contender], dict[str, str]]:
+    """Every contender of ``columns``, in column order; ``base`` adds ``otpy@base``.
+
+    Raises:
+        BaseError: ``base`` holds no usable otpy package.
+    """
     contenders: list[Contender] = []
     unavailable: dict[str, str] = {}
-    for name in NAMES:
+    for name in columns(base is not None):
         try:
-            contenders.append(load(name))
+            contenders.append(load(name, base if name == BASE_NAME else None))
         except Unavailable as exc:
             unavailable[name] = str(exc)
             print(f"note: {exc}", file=sys.stderr)
     return contenders, unavailable
+
+
+def _base_note(args: argparse.Namespace) -> list[str]:
+    if args.base is None:
+        return []
+    import otpy
+
+    here = Path(otpy.__file__ or ".").resolve().parent.parent
+    base = describe(Path(args.base), sys.modules.get(PACKAGE))
+    return [
+        f"{BASE_NAME}: the otpy contender's code run on otpy {base} from {args.base}, "
+        f"imported as {PACKAGE} next to the current otpy {describe(here, otpy)} from {here}; "
+        f"otpy/{BASE_NAME} is otpy ÷ {BASE_NAME} (1 = no change; in parentheses the min-max "
+        "of the round-by-round ratios, a measure of the noise)."
+    ]
 
 
 def _environment(contenders: Sequence[Contender]) -> str:
@@ -146,10 +185,15 @@ def _notes(
         f"Cells are medians of {rounds} interleaved round(s); W3 and W6 also show min-max over rounds.",
         f"Memory (KB/process): {METHOD}.",
     ]
+    notes += _base_note(args)
     if args.quick:
         notes.append("--quick: small sizes; the verdicts are only indicative.")
     notes += [f"{name}: {reason}" for name, reason in unavailable.items()]
     notes += [f"error in {key} / {name}: {error}" for (key, name), error in results.errors.items()]
+    notes += [
+        f"{key} / {name} left {leftover} (they may have disturbed later measurements)"
+        for (key, name), leftover in results.leftovers.items()
+    ]
     notes.append(f"{summary}; run took {elapsed:.0f}s.")
     return notes
 
@@ -164,17 +208,19 @@ def _print_report(
     results: Results,
     elapsed: float,
 ) -> None:
-    body = _report.rows(cases, targets, results, unavailable)
+    names = columns(args.base is not None)
+    body = _report.rows(cases, targets, results, unavailable, names)
+    head = _report.header(names)
     summary = _report.summary(targets, results)
     notes = _notes(args, rounds, results, unavailable, summary, elapsed)
     if args.markdown:
         print(f"{_environment(contenders)}\n")
-        print(_report.render_markdown(body))
+        print(_report.render_markdown(body, head))
         print()
         print("\n".join(f"- {note}" for note in notes))
     else:
         print(_environment(contenders))
-        print(_report.render_text(body))
+        print(_report.render_text(body, head))
         print("\n".join(f"* {note}" for note in notes))
 
 
@@ -188,7 +234,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = [target for target in build_targets(sizes) if target.row in shown]
 
     started = perf_counter()
-    contenders, unavailable = _load_contenders()
+    try:
+        contenders, unavailable = _load_contenders(args.base)
+    except BaseError as exc:
+        print(f"python -m bench: error: --base: {exc}", file=sys.stderr)
+        return 2
 
     def report(results: Results) -> None:
         elapsed = perf_counter() - started

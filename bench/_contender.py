@@ -22,6 +22,20 @@ DEFAULT_TIMEOUT = 5.0
 NAMES = ("otpy", "threads", "pykka")
 """Every contender, in the column order of the report."""
 
+BASE_NAME = "otpy@base"
+"""The extra contender of ``--base PATH``: the otpy contender on the older otpy under PATH.
+
+Its column follows ``otpy``'s (``columns``); it is loaded with ``load(BASE_NAME, base=PATH)``.
+"""
+
+
+def columns(base: bool) -> tuple[str, ...]:
+    """The contenders' column order: ``NAMES``, with ``BASE_NAME`` after ``otpy`` if ``base``."""
+    if not base:
+        return NAMES
+    return (NAMES[0], BASE_NAME, *NAMES[1:])
+
+
 _INSTALL_HINTS = {
     "otpy": "run from the repository root, or pip install -e .",
     "pykka": "pip install -e '.[bench]'",
@@ -153,10 +167,16 @@ class Contender(Protocol):
     """
 
     name: str
-    """The column name: ``"otpy"``, ``"threads"`` or ``"pykka"``."""
+    """The column name: ``"otpy"``, ``"threads"``, ``"pykka"`` or ``"otpy@base"``."""
 
     version: str
     """Shown in the report's header."""
+
+    source: str | None
+    """Where its library was loaded from if not the usual import (``otpy@base``: PATH), else None.
+
+    W4's memory probe hands it to the fresh interpreter that loads the contender again.
+    """
 
     one_thread_each: bool
     """True when every server costs an OS thread (W4 then stops below the largest size)."""
@@ -213,15 +233,30 @@ class Unavailable(Exception):
         )
 
 
-def load(name: str) -> Contender:
-    """Import the contender called ``name`` (one of ``NAMES``).
+def load(name: str, base: str | None = None) -> Contender:
+    """Import the contender called ``name`` (one of ``NAMES``, or ``BASE_NAME`` with ``base``).
+
+    ``base`` is the directory holding the older otpy package for ``BASE_NAME``
+    (``bench._base.load_base``); the other contenders take none.
 
     Raises:
         Unavailable: its library does not import.
-        ValueError: ``name`` is not a contender.
+        ValueError: ``name`` is not a contender, or ``base`` is missing or not wanted.
+        bench._base.BaseError: ``base`` holds no usable otpy package.
     """
+    if name == BASE_NAME:
+        if base is None:
+            raise ValueError(f"the {BASE_NAME} contender needs base=PATH (--base PATH)")
+        from ._base import load_base
+
+        based: Contender = load_base(base)
+        return based
+    if base is not None:
+        raise ValueError(f"base=PATH is for the {BASE_NAME} contender only, not {name!r}")
     if name not in NAMES:
-        raise ValueError(f"unknown contender {name!r}; choose one of {', '.join(NAMES)}")
+        raise ValueError(
+            f"unknown contender {name!r}; choose one of {', '.join(NAMES)} or {BASE_NAME}"
+        )
     try:
         module = importlib.import_module(f"bench._{name}")
     except Exception as exc:  # a half-written library may fail with anything on import

@@ -1,6 +1,6 @@
 """W4's memory figure: RSS growth per process while all N processes are alive.
 
-The measurement runs in a fresh interpreter (``python -m bench._memory NAME N``)
+The measurement runs in a fresh interpreter (``python -m bench._memory NAME N [BASE]``)
 because, in the benchmark's own process, earlier rounds leave freed memory in
 the allocators that a later round reuses without growing the RSS. The child
 runs W4 itself (``spawn_call_stop``), reads the resident set size from
@@ -40,8 +40,10 @@ def rss_bytes() -> int:
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def kb_per_process(contender: str, n: int) -> float:
+def kb_per_process(contender: str, n: int, source: str | None = None) -> float:
     """Run W4 with ``n`` servers of ``contender`` in a fresh interpreter; KB of RSS per server.
+
+    ``source`` is the contender's ``source`` (``otpy@base``: the base's PATH), or None.
 
     Raises:
         MemoryProbeError: the child failed or printed no figure.
@@ -51,7 +53,7 @@ def kb_per_process(contender: str, n: int) -> float:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
     child = subprocess.run(
-        [sys.executable, "-m", "bench._memory", contender, str(n)],
+        [sys.executable, "-m", "bench._memory", contender, str(n), *filter(None, [source])],
         cwd=_REPO_ROOT,
         env=env,
         capture_output=True,
@@ -72,11 +74,11 @@ def kb_per_process(contender: str, n: int) -> float:
         ) from exc
 
 
-def _measure_here(contender_name: str, n: int) -> float:
+def _measure_here(contender_name: str, n: int, source: str | None) -> float:
     from ._contender import load
     from ._workloads import spawn_call_stop
 
-    contender = load(contender_name)
+    contender = load(contender_name, source)
     readings: dict[str, int] = {}
 
     def probe(moment: str) -> None:
@@ -89,11 +91,12 @@ def _measure_here(contender_name: str, n: int) -> float:
 
 
 def main(argv: list[str]) -> int:
-    """The child's entry point: ``python -m bench._memory CONTENDER N``."""
-    if len(argv) != 2:
-        print("usage: python -m bench._memory CONTENDER N", file=sys.stderr)
+    """The child's entry point: ``python -m bench._memory CONTENDER N [BASE]``."""
+    if len(argv) not in (2, 3):
+        print("usage: python -m bench._memory CONTENDER N [BASE]", file=sys.stderr)
         return 2
-    print(json.dumps({"kb_per_process": _measure_here(argv[0], int(argv[1]))}))
+    source = argv[2] if len(argv) == 3 else None
+    print(json.dumps({"kb_per_process": _measure_here(argv[0], int(argv[1]), source)}))
     return 0
 
 

@@ -146,6 +146,7 @@ class OtpyContender:
 
     name = "otpy"
     version = _version()
+    source: str | None = None
     one_thread_each = False
     call = staticmethod(otpy.GenServer.call)
     cast = staticmethod(otpy.GenServer.cast)

@@ -169,6 +169,7 @@ class PykkaContender:
 
     name = "pykka"
     version = importlib.metadata.version("pykka")
+    source: str | None = None
     one_thread_each = True
     pool_map = None
     supervise = staticmethod(_supervise)

@@ -5,19 +5,31 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from ._contender import NAMES
+from ._contender import BASE_NAME, NAMES
 from ._runner import Results
 from ._workloads import Case, Target
 
-HEADER = (
-    "workload",
-    "unit (↓ lower is better, ↑ higher is better)",
-    *NAMES,
-    "otpy/pykka",
-    "otpy/threads",
-    "target",
-    "result",
-)
+
+def ratio_columns(names: Sequence[str]) -> list[str]:
+    """The contenders otpy is divided by, in column order: ``otpy@base`` first, then the others."""
+    others = [name for name in reversed(names) if name not in ("otpy", BASE_NAME)]
+    return [BASE_NAME, *others] if BASE_NAME in names else others
+
+
+def header(names: Sequence[str] = NAMES) -> tuple[str, ...]:
+    """The table's header for the contender columns ``names`` (``bench._contender.columns``)."""
+    return (
+        "workload",
+        "unit (↓ lower is better, ↑ higher is better)",
+        *names,
+        *(f"otpy/{other}" for other in ratio_columns(names)),
+        "target",
+        "result",
+    )
+
+
+HEADER = header()
+"""The header without ``--base``."""
 
 
 def format_number(value: float) -> str:
@@ -71,12 +83,29 @@ def _cell_text(case: Case, name: str, results: Results, unavailable: Mapping[str
     return text
 
 
+def round_ratios(case: Case, other: str, results: Results) -> list[float] | None:
+    """otpy ÷ ``other`` round by round, or None unless both have a sample in every round.
+
+    Rounds interleave the contenders, so the two samples of a round ran close in time.
+    """
+    mine = results.samples.get((case.key, "otpy"), [])
+    theirs = results.samples.get((case.key, other), [])
+    if not mine or len(mine) != len(theirs) or not all(theirs):
+        return None
+    return [a / b for a, b in zip(mine, theirs, strict=True)]
+
+
 def _ratio_text(case: Case, other: str, results: Results) -> str:
     otpy = results.median((case.key, "otpy"))
     reference = results.median((case.key, other))
     if otpy is None or not reference:
         return "-"
-    return format_number(otpy / reference)
+    text = format_number(otpy / reference)
+    if other == BASE_NAME:
+        ratios = round_ratios(case, other, results)
+        if ratios is not None and len(ratios) > 1:
+            text += f" ({format_number(min(ratios))}-{format_number(max(ratios))})"
+    return text
 
 
 def rows(
@@ -84,8 +113,13 @@ def rows(
     targets: Sequence[Target],
     results: Results,
     unavailable: Mapping[str, str],
+    names: Sequence[str] = NAMES,
 ) -> list[tuple[str, ...]]:
-    """The table's body: one row per case, cells as text."""
+    """The table's body: one row per case, cells as text, for the contender columns ``names``.
+
+    With ``otpy@base`` among ``names``, its ratio cell also shows the min-max
+    of the round-by-round ratios (``round_ratios``) when there are several rounds.
+    """
     body = []
     for case in cases:
         own = [t for t in targets if t.row == case.key]
@@ -94,9 +128,8 @@ def rows(
             (
                 f"{case.workload} {case.title}",
                 f"{case.unit.label} {'↑' if case.unit.higher_is_better else '↓'}",
-                *(_cell_text(case, name, results, unavailable) for name in NAMES),
-                _ratio_text(case, "pykka", results),
-                _ratio_text(case, "threads", results),
+                *(_cell_text(case, name, results, unavailable) for name in names),
+                *(_ratio_text(case, other, results) for other in ratio_columns(names)),
                 "; ".join(t.text for t in own),
                 "; ".join("n/a" if v is None else str(v) for v in verdicts),
             )
@@ -104,10 +137,10 @@ def rows(
     return body
 
 
-def render_text(body: Sequence[tuple[str, ...]]) -> str:
-    """An aligned plain-text table."""
-    table = [HEADER, *body]
-    widths = [max(len(row[i]) for row in table) for i in range(len(HEADER))]
+def render_text(body: Sequence[tuple[str, ...]], head: Sequence[str] = HEADER) -> str:
+    """An aligned plain-text table under the header ``head``."""
+    table = [tuple(head), *body]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     lines = [
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in table
@@ -116,13 +149,13 @@ def render_text(body: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(body: Sequence[tuple[str, ...]]) -> str:
-    """A GitHub-flavoured Markdown table."""
+def render_markdown(body: Sequence[tuple[str, ...]], head: Sequence[str] = HEADER) -> str:
+    """A GitHub-flavoured Markdown table under the header ``head``."""
 
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
 
-    return "\n".join([line(HEADER), line(["---"] * len(HEADER)), *map(line, body)])
+    return "\n".join([line(head), line(["---"] * len(head)), *map(line, body)])
 
 
 def summary(targets: Sequence[Target], results: Results) -> str:

@@ -30,6 +30,8 @@ class Results:
     notes: dict[Cell, str] = field(default_factory=dict)
     errors: dict[Cell, str] = field(default_factory=dict)
     """The exception of every failed cell, for the report's footnotes."""
+    leftovers: dict[Cell, str] = field(default_factory=dict)
+    """Threads a measurement left running (``THREAD_GRACE`` after it ended), for the footnotes."""
 
     def median(self, cell: Cell) -> float | None:
         """The median over rounds, or ``None`` if the cell has no sample."""
@@ -63,6 +65,11 @@ def run_rounds(
     first (on a cold machine) or last. A cell that fails is not retried in
     later rounds; its error goes to stderr at once and into ``Results``.
 
+    Every measurement must end the threads it started (otpy: leaving its
+    ``Runtime``), so that none competes with the next one, another
+    contender's or another otpy version's: threads still alive
+    ``THREAD_GRACE`` seconds after it are reported (stderr, footnotes).
+
     A measurement still running after ``watchdog`` seconds is a hang, a bug
     to report rather than wait out: every thread's stack goes to stderr, the
     cell is marked "hung", ``on_hang`` gets the results so far (to print
@@ -84,10 +91,16 @@ def run_rounds(
                     results.notes[cell] = note
                     continue
                 label = f"[round {round_index + 1}/{rounds}] {case.key} {contender.name}"
+                before = set(threading.enumerate())
                 with _watchdog(
                     watchdog, functools.partial(_hung, cell, watchdog, results, on_hang)
                 ):
                     value = _measure(case, contender, label, results, progress)
+                left = _threads_left(before, THREAD_GRACE)  # the watchdog's timer too
+                if left:
+                    names = ", ".join(sorted(thread.name for thread in left))
+                    results.leftovers[cell] = f"{len(left)} thread(s) still running: {names}"
+                    progress(f"{label}: WARNING: left {results.leftovers[cell]}")
                 if value is not None:
                     results.samples.setdefault(cell, []).append(value)
     return results
@@ -109,6 +122,23 @@ def _measure(
         return None
     progress(f"{label}: {value:.6g} {case.unit.label} ({perf_counter() - started:.1f}s)")
     return value
+
+
+THREAD_GRACE = 5.0
+"""Seconds a measurement's threads get to end after it before they count as left behind."""
+
+
+def _threads_left(before: set[threading.Thread], grace: float) -> list[threading.Thread]:
+    """The threads not in ``before`` still alive after waiting up to ``grace`` seconds for them."""
+    deadline = perf_counter() + grace
+    left = []
+    for thread in threading.enumerate():
+        if thread in before or thread is threading.current_thread():
+            continue
+        thread.join(max(0.0, deadline - perf_counter()))
+        if thread.is_alive():
+            left.append(thread)
+    return left
 
 
 _LAST_RESORT = 60.0

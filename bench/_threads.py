@@ -224,6 +224,7 @@ class ThreadsContender:
 
     name = "threads"
     version = "stdlib"
+    source: str | None = None
     one_thread_each = True
 
     def __init__(self) -> None:

@@ -605,7 +605,7 @@ def build_cases(sizes: Sizes) -> list[Case]:
 
 
 def _memory_of(contender: Contender, n: int) -> float:
-    return kb_per_process(contender.name, n)
+    return kb_per_process(contender.name, n, contender.source)
 
 
 Comparison = Literal["<", "≤", "≥"]
