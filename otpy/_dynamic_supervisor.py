@@ -118,6 +118,8 @@ class _Retry:
 class DynamicSupervisorServer(GenServer):
     """The process behind a DynamicSupervisor (and a TaskSupervisor)."""
 
+    _otpy_behaviour = "DynamicSupervisor"
+
     def init(self, options: _Options) -> None:
         core.trap_exits(True)
         self.options = options
@@ -147,6 +149,8 @@ class DynamicSupervisorServer(GenServer):
         child.started_at = time.monotonic()
         if pid is not None:
             self.by_pid[pid] = key
+            if child.restarts:
+                core.set_restarts(pid, child.restarts)
         return result
 
     def start_new(self, spec: ChildSpec) -> Any:

@@ -240,6 +240,7 @@ class GenServer:
             inline=cls.inline_calls,
             mailbox_limit=cls.mailbox_limit,
             on_full=cls.on_full,
+            behaviour=_behaviour(cls),
         )
 
     @classmethod
@@ -457,6 +458,34 @@ def _label(cls: type) -> str:
     if label is None:
         label = _labels[cls] = f"{_kind(cls)} {core.describe(cls)}"
     return label
+
+
+_behaviours: dict[type, str] = {}
+_BEHAVIOUR_MODULES = frozenset(
+    ("otpy", "otpy.stage", "otpy.pool", "otpy.ratelimit", "otpy.pipeline", "otpy.flow")
+)
+
+
+def _behaviour(cls: type) -> str:
+    """What ``process_info(pid).behaviour`` says: the nearest public otpy class, or an override.
+
+    A class sets ``_otpy_behaviour`` to name itself (the private supervisor servers do).
+    """
+    found = _behaviours.get(cls)
+    if found is None:
+        found = getattr(cls, "_otpy_behaviour", None)
+        if found is None:
+            found = "GenServer"
+            for base in cls.__mro__:
+                if (
+                    base.__module__ in _BEHAVIOUR_MODULES
+                    and base is not GenServer
+                    and not base.__name__.startswith("_")
+                ):
+                    found = base.__name__
+                    break
+        _behaviours[cls] = found
+    return found
 
 
 def _kind(cls: type) -> str:

@@ -427,6 +427,7 @@ class _SupervisorServer(GenServer):
 
     inline_calls = True  # its calls wait without a timeout, so inline runs cost nothing
     kind = "Supervisor"  # how it names itself in logs (a class-form one: by its class)
+    _otpy_behaviour = "Supervisor"
 
     def init(
         self,
@@ -470,6 +471,8 @@ class _SupervisorServer(GenServer):
         child.started_at = time.monotonic()
         if child.pid is not None:
             self.by_pid[child.pid] = child
+            if child.restarts:
+                core.set_restarts(child.pid, child.restarts)
         if self.on_start is not None:
             self.on_start(child.spec.id, child.pid)
 

@@ -578,6 +578,7 @@ class AsyncStream(Iterator[Result]):
                 worker.init,
                 link=self._link,
                 label=f"async_stream worker {core.describe(self._fn)}",
+                behaviour="Task",
             )
         assert pid is not None
         self._refs[pid] = core.monitor(pid)

@@ -108,7 +108,9 @@ def _start_worker(
         if owner is not None:
             core.link(owner)
 
-    return core.spawn_reactive(handler, start, link=True, label=label, callers=client.callers)
+    return core.spawn_reactive(
+        handler, start, link=True, label=label, callers=client.callers, behaviour="Task"
+    )
 
 
 class TaskSupervisor:

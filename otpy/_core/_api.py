@@ -103,7 +103,13 @@ class ProcessInfo:
     cannot see (``time.sleep``, socket I/O) shows up as ``running`` there.
     ``current`` says what the process runs (its function or behaviour class).
     ``mailbox_limit`` is the bound of its mailbox (``None``: unbounded) and
-    ``dropped`` how many messages a full mailbox has dropped.
+    ``dropped`` how many messages a full mailbox has dropped. ``behaviour``
+    says what kind of process it is (``"GenServer"``, ``"Supervisor"``,
+    ``"Agent"``, ``"Task"``, ``"process"`` for a spawned function,
+    ``"thread"``, ``"asyncio task"``, ...), ``reductions`` how many messages
+    it has handled (a moment's value, like Erlang's reductions a measure of
+    work), and ``restarts`` how many times its supervisor had restarted its
+    child before it started (0 for a first start or an unsupervised process).
     """
 
     pid: Pid
@@ -119,6 +125,9 @@ class ProcessInfo:
     parent: Pid | None
     mailbox_limit: int | None = None
     dropped: int = 0
+    behaviour: str = "process"
+    reductions: int = 0
+    restarts: int = 0
 
 
 ProcessInfo.__module__ = "otpy"
@@ -361,6 +370,7 @@ def spawn_task(
     proc, _ = _spawn_body(
         body, (), {}, link=link, monitor=False, label=label or describe(fn), callers=callers
     )
+    proc.behaviour = "Task"
     if not proc.watch(reply):
         reply.fail(proc.reason)
     return proc.pid, reply
@@ -429,6 +439,7 @@ def spawn_reactive(
     mailbox_limit: int | None = None,
     on_full: str = "raise",
     callers: tuple[Pid, ...] | None = None,
+    behaviour: str = "GenServer",
 ) -> Pid | None:
     """Start a reactive process and wait until its ``init(*init_args)`` has run.
 
@@ -452,6 +463,7 @@ def spawn_reactive(
     # As in OTP, a process started without a link is its own parent.
     proc = rt.new_process(reactive=True, parent=me.pid if link else None, label=label)
     proc.callers = me.heirs() if callers is None else callers
+    proc.behaviour = behaviour
     ctx = contextvars.copy_context()
     proc.ctx = ctx if len(ctx) else None  # see Process._in_context
     if mailbox_limit is not None:
@@ -734,6 +746,13 @@ def begin_call(
     return PendingCall(me, ts, target, msg, what)
 
 
+def set_restarts(pid: Pid, restarts: int) -> None:
+    """Record on a supervised child how often its slot was restarted before it (introspection)."""
+    proc = pid._proc
+    if proc is not None:
+        proc.restarts = restarts
+
+
 def host_task(task: Any, *, link: bool, label: str) -> Pid:
     """Make the process of a coroutine's ``task`` (``otpy.aio.spawn``), started by the caller.
 
@@ -744,6 +763,7 @@ def host_task(task: Any, *, link: bool, label: str) -> Pid:
     rt = me.rt
     proc = rt.task_process(ts, task, spawned=True)
     proc.label = label
+    proc.behaviour = "coroutine"
     proc.parent = me.pid
     proc.callers = me.heirs()
     if link:

@@ -328,9 +328,11 @@ class Process:
         "_wait",
         "_watchers",
         "alive",
+        "behaviour",
         "callers",
         "ctx",
         "data",
+        "handled",
         "host",
         "inline_cost",
         "label",
@@ -339,6 +341,7 @@ class Process:
         "pid",
         "reactive",
         "reason",
+        "restarts",
         "rt",
         "thread_owned",
         "trap",
@@ -388,6 +391,9 @@ class Process:
         self._body: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
         self.inline_cost = 0.0
         self.label = ""
+        self.behaviour = "process"  # what kind of process: "GenServer", "Task", "thread", ...
+        self.handled = 0  # messages handled (Erlang's reductions); written by its runner only
+        self.restarts = 0  # how often its supervisor restarted its child slot before it
         self._bound: _Bound | None = None
         self._calling: Process | None = None
         self.callers: tuple[Pid, ...] = ()
@@ -637,6 +643,7 @@ class Process:
             handler(msg)
             n -= 1
         if n < BUDGET:
+            self.handled += BUDGET - n
             self.inline_cost = max(
                 (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
             )
@@ -659,6 +666,7 @@ class Process:
         """Handle one message on the calling thread; the caller holds the run flag."""
         handler = self._handler
         assert handler is not None, "this is a bug in otpy: reactive process without handler"
+        self.handled += 1
         self._run_here(ts, handler, msg)
 
     def start_inline(self, ts: ThreadState) -> None:
@@ -1016,6 +1024,9 @@ class Process:
         info["thread"] = thread
         info["message_queue_len"] = self.queue_len()
         info["current"] = self.label
+        info["behaviour"] = self.behaviour
+        info["reductions"] = self.handled  # an unlocked read of a counter: a moment's value
+        info["restarts"] = self.restarts
         bound = self._bound
         info["mailbox_limit"] = None if bound is None else bound.limit
         info["dropped"] = 0 if bound is None else bound.dropped
@@ -1123,6 +1134,7 @@ def receive(
 ) -> Any:
     """Take the oldest message (that ``match`` accepts) from the mailbox of ``proc``."""
     msg = _take(proc, ts, timeout, match)
+    proc.handled += 1
     bound = proc._bound
     if bound is not None and _counted(msg):
         bound.release()

@@ -141,6 +141,7 @@ class Runtime:
             thread_owned=True,
         )
         proc._ts = ts
+        proc.behaviour = "thread"
         ts.thread_procs[self] = proc
         return proc
 
@@ -163,6 +164,7 @@ class Runtime:
         )
         proc._ts = ts
         proc.host = (task, spawned)
+        proc.behaviour = "asyncio task"
         procs[(self, task)] = proc
         if not spawned:
             task.add_done_callback(lambda _: _task_done(self, ts, task, proc))
