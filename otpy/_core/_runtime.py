@@ -11,7 +11,6 @@ import atexit
 import itertools
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from typing_extensions import Self
@@ -301,11 +300,6 @@ class Runtime:
         self._exorcise_all()
         self.timers.close()
         self.scheduler.close(timeout=max(1.0, timeout or 1.0))
-
-    # -- helpers for the API ---------------------------------------------------
-
-    def call_soon(self, delay: float, action: Callable[[], Any]) -> Any:
-        return self.timers.schedule(delay, action)
 
 
 def _task_done(rt: Runtime, ts: ThreadState, task: Any, proc: Process) -> None:
