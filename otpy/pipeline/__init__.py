@@ -1,4 +1,4 @@
-"""Broadway-style pipelines on real message brokers (being written; see API.md "Pipelines").
+"""Broadway-style pipelines: at-least-once, back-pressured, supervised (see ``Pipeline``).
 
 The broker producers are imported lazily, so ``import otpy.pipeline`` needs
 no broker client: ``pl.RedisStreamProducer`` needs ``otpy[redis]``,
@@ -19,14 +19,18 @@ from ._message import (
     ack_immediately,
     ack_messages,
 )
+from ._pipeline import Pipeline
+from ._producer import DummyProducer
 
 __all__ = [
     "NOOP",
     "Ack",
     "Acknowledger",
     "BatchInfo",
+    "DummyProducer",
     "Message",
     "NoopAcknowledger",
+    "Pipeline",
     "RabbitMQProducer",
     "RedisStreamProducer",
     "ack_immediately",

@@ -769,7 +769,8 @@ class TestInAPipeline:
             shutdown=10.0,
         )
         [producer] = pl.Pipeline.producer_names(name)
-        assert stats(producer)["prefetch_count"] == 10  # the processors' concurrency x max_demand
+        # the processors' concurrency x max_demand, plus the open batches: 2 x 5 + 1 x 20
+        assert stats(producer)["prefetch_count"] == 30
         wait_until(lambda: stats(producer)["connected"])
         broker.publish(queue, bodies(300))
         batched: list[bytes] = []
