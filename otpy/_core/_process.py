@@ -1366,8 +1366,9 @@ def call(
             target.reactive
             and ts.depth < MAX_INLINE_DEPTH
             and (
-                timeout is None
-                or (timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout)
+                target.inline_cost < BLOCKED_COST  # not opted out, not blocking lately
+                if timeout is None
+                else timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout
             )
             and target.try_claim()
         ):
@@ -1445,8 +1446,9 @@ def begin_call(
             target.reactive
             and ts.depth < MAX_INLINE_DEPTH
             and (
-                timeout is None
-                or (timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout)
+                target.inline_cost < BLOCKED_COST  # not opted out, not blocking lately
+                if timeout is None
+                else timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout
             )
             and target.try_claim()
         ):

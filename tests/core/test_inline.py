@@ -105,3 +105,19 @@ def test_a_nested_chain_deeper_than_the_inline_limit_still_completes(runtime):
     for _ in range(200):
         nxt = Link.start(nxt)
     assert otpy.GenServer.call(nxt, 0, timeout=None) == 199
+
+
+class TestOptOutHoldsForEveryTimeout:
+    @pytest.mark.parametrize("timeout", [None, 5.0])
+    def test_inline_calls_false_never_runs_on_the_callers_thread(self, runtime, timeout):
+        import threading
+
+        class Apart(otpy.GenServer):
+            inline_calls = False
+
+            def handle_call(self, request, caller):
+                return threading.get_ident()
+
+        pid = Apart.start()
+        for _ in range(5):
+            assert otpy.GenServer.call(pid, "where", timeout=timeout) != threading.get_ident()
