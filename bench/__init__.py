@@ -1,4 +1,4 @@
-"""otpy's benchmark: otpy side by side with plain threads and Pykka, in one run.
+"""otpy's benchmark: otpy side by side with plain threads, Pykka and asyncio, in one run.
 
 Run it from the repository root::
 
@@ -27,23 +27,44 @@ W8      1,000,000 ints through producer → producer_consumer → consumer    ev
         (two rows: one event per put, lists of up to 1,000 per put)
 W9      Flow word count over a 10 MB text, stages=2, vs the sequential    MB/s
         ``collections.Counter``
+W10     8 threads x 10,000 ``Pool.transaction`` on a pool of 4 workers    transactions/s
+        vs a ``queue.Queue`` of 4 objects
+W11     8 threads call ``TokenBucket.try_acquire`` on one bucket: the     calls/s,
+        calls per second (rate 1e9), and the granted rate of a bucket     % off rate
+        of rate 1,000/s over 5 s (otpy only)
+W15     20,000 sequential calls ``await otpy.aio.call`` vs an         µs per call
+        asyncio-queue actor (two rows: otpy's inline path, its mailbox)
+W16     10,000 concurrent calls ``aio.call`` to 100 servers, each         s, threads
+        taking 10 ms per request, one at a time (two rows: the wait as    alive (max)
+        a ``send_after`` timer, or a literal ``otpy.sleep``)
 ======  ================================================================  ============
 
 Contenders:
 
 - ``otpy``: a ``GenServer`` subclass (``call``/``cast``/``stop``), ``Task.async_stream``,
-  ``otpy.Supervisor`` for W6, ``otpy.stage`` for W8 and ``otpy.flow.Flow``
-  for W9; every workload runs in its own ``with otpy.Runtime():`` block.
+  ``otpy.Supervisor`` for W6, ``otpy.stage`` for W8, ``otpy.flow.Flow``
+  for W9, ``otpy.pool.Pool`` for W10, ``otpy.ratelimit.TokenBucket`` for W11
+  and ``otpy.aio.call`` for W15-W16; every workload runs in its own
+  ``with otpy.Runtime():`` block.
 - ``threads``: one plain ``threading.Thread`` per server, serving a
   ``queue.SimpleQueue`` (the cost floor of a thread hand-off in CPython); W6 is
   a supervisor thread that starts a new worker thread when one ends; W7 is
   ``concurrent.futures.ThreadPoolExecutor().map``; W8 is three threads joined
   by two ``queue.Queue``s bounded at 1,000 events; W9 is the sequential
   ``Counter`` (no threads: the baseline Flow's parallelism is measured against).
+  W10 and W11 are what a user writes by hand instead: a ``queue.Queue`` of
+  plain objects (``obj = q.get()``, ``fn(obj)``, ``q.put(obj)``), and a token
+  bucket object behind a ``threading.Lock``.
 - ``pykka``: a ``pykka.ThreadingActor`` driven with ``ask``/``tell``; Pykka has
   no supervisors, so W6 is a supervisor actor that starts a new worker actor
   when the old one's ``on_stop``/``on_failure`` hook tells it that it ended.
-  It has no pool map, stages or flow: W7-W9 show n/a.
+  It has no pool map, stages, flow, pool, rate limiter or event loop side:
+  W7-W11, W15 and W16 show n/a.
+- ``asyncio``: W15 and W16 only (the realistic alternative for many
+  lightweight things): a server is a task serving an ``asyncio.Queue`` of
+  ``(request, future)`` pairs one at a time, replying with
+  ``future.set_result``. Its servers take calls from coroutines, not from
+  plain threads, so W1-W11 show n/a.
 
 - ``otpy@base`` (only with ``--base PATH``): the ``otpy`` contender's code
   run on an older otpy, to measure a change to the runtime before and after
@@ -60,8 +81,10 @@ and ``raise`` (a cast or tell whose handler raises). Each cycle waits until
 the replacement worker has told the benchmark that it is up. Crash reports
 are silenced meanwhile (the ``otpy`` and ``pykka`` loggers at CRITICAL):
 otpy's supervisor logs an error for every restart, after a kill too. Its
-target, otpy ≤ 60 µs per restart (on 2 cores), is the issue's one absolute
-time target; the others compare otpy with the other contenders in the same run.
+target, otpy ≤ 60 µs per restart (on 2 cores), is one of the issue's few
+absolute targets (with W11's ≥ 200,000 calls/s and 2 % of the rate, and
+W16's 2 x the ideal time with at most 16 threads); the others compare otpy
+with the other contenders in the same run.
 
 W8 runs 1,000,000 ints (0 .. n-1) through a producer, a producer_consumer
 that doubles them and a consumer that counts and sums them, and tells the
@@ -76,6 +99,44 @@ outside the clock) and checks the counts; it has no target: under the GIL
 Flow's stages share one core, and on free-threaded Python this is where
 parallelism shows.
 
+W10 lets 8 plain threads go at once (a barrier), each running 10,000
+transactions whose function hands back the worker it got; every transaction
+must come back, on no more workers than the pool has. otpy's pool is
+``Pool.start_link(Conn.child_spec(), size=4, max_overflow=0)`` with a
+trivial GenServer ``Conn``; its target is otpy ≥ 0.5 x the ``queue.Queue``
+pool's transactions per second.
+
+W11's first row lets 8 threads call ``try_acquire(1)`` 50,000 times each on
+one bucket of rate and capacity 1e9 (otpy's by pid), where every call must
+succeed: the cost of asking, against a ``threading.Lock``-protected bucket
+written inline. Its second row is otpy's bucket of rate 1,000/s and capacity
+10 (starting full), with 8 threads asking in a loop for 5 s (1 s with
+``--quick``): the granted tokens ÷ 5 s, as a deviation from the rate in per
+cent (the first 10 tokens included: +0.2 %); target ≤ 2 % either way. One
+such window a round, for otpy only.
+
+W15 awaits 20,000 calls (reply = request + 1) one after the other from one
+coroutine, each as a user writes it: ``await otpy.aio.call(pid, i)`` (its
+default 5 s timeout) against the asyncio actor's bare ``await future``. The
+``inline`` row is a plain GenServer (an idle server's handler runs on the
+loop's thread; target otpy ≤ 2 x asyncio's µs per call); the ``mailbox`` row
+sets ``inline_calls = False`` (every call crosses to a pool thread and back:
+no target, shown to be honest about that cost). asyncio's one path runs in
+both rows.
+
+W16 gathers 10,000 calls ``aio.call`` to 100 servers (call i to server i %
+100), every server handling one request at a time and replying 10 ms after
+it took it up: the ideal is 100 x 10 ms = 1 s. A thread samples
+``threading.active_count()`` every 10 ms meanwhile; the max is the row below
+each time row. ``send_after`` row (the target: ≤ 2 x the ideal with at most
+16 threads): ``handle_call`` queues the request and its caller, returns
+``NOREPLY``; a ``send_after(0.01)`` to itself ends the head request's wait
+and ``handle_info`` replies and starts the next wait. ``otpy.sleep`` row (the
+literal reading, no target): ``handle_call`` sleeps 10 ms with
+``inline_calls = False`` (inline, it would sleep on the loop's thread), so
+each sleeping server holds a pool thread. asyncio's actors await
+``asyncio.sleep(0.01)`` before each reply, in both rows.
+
 Rounds are interleaved (every contender runs every workload in each round, the
 contender order rotating from round to round) and each cell shows the median
 over rounds. Memory per process is the RSS delta (``/proc/self/statm``) in a
@@ -87,7 +148,7 @@ checkout's ``otpy/`` package, for instance the commit before a change::
     git worktree add /tmp/otpy-base 799fa1d     # a checkout (remove: git worktree remove)
     # or, leaving the repository's state alone, the files alone:
     mkdir /tmp/otpy-base && git archive 799fa1d | tar -x -C /tmp/otpy-base
-    python -m bench --base /tmp/otpy-base --only W1,W2,W3,W4,W5,W6,W7,W8,W9
+    python -m bench --base /tmp/otpy-base --only W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11,W15,W16
 
 The run gains the column ``otpy@base`` (the header line gives its
 ``__version__`` and, if ``PATH`` is a git checkout, its commit from ``git -C
@@ -95,7 +156,8 @@ PATH rev-parse --short HEAD``) and the ratios ``otpy/otpy@base``: 1 is no
 change, and with several rounds the parentheses give the min-max of the
 round-by-round ratios, a gauge of the noise (the rounds interleave the
 contenders, so a round's two samples ran close in time). It is the same
-contender code (``bench._otpy``, ``_otpy_stage``, ``_otpy_flow``), imported a
+contender code (``bench._otpy``, ``_otpy_stage``, ``_otpy_flow``,
+``_otpy_pool``, ``_otpy_ratelimit``, ``_otpy_aio``), imported a
 second time against the base package, which is imported as ``otpy_base``
 beside the current ``otpy`` (``bench._base`` says how). Every measurement
 must leave no thread running, so that neither version's runtime disturbs the

@@ -13,7 +13,8 @@ The contender is not a second implementation: every ``bench/_otpy*.py``
 (``_otpy``, ``_otpy_stage``, ``_otpy_flow``, and any added later) is imported
 afresh while ``sys.modules["otpy"]`` and ``sys.modules["otpy.*"]`` briefly
 name the base's modules, so that their ``import otpy`` binds the base. The
-base modules they import by name (``otpy.stage``, ``otpy.flow``) are imported
+base modules they import by name (``otpy.stage``, ``otpy.flow``, ``otpy.pool``,
+``otpy.ratelimit``, ``otpy.aio``) are imported
 beforehand; any other ``otpy.*`` import fails meanwhile, which makes only the
 workload that needs it n/a (``bench._otpy._import_part``). Afterwards the
 originals are put back and the fresh copies stay in ``sys.modules`` as

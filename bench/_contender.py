@@ -3,9 +3,11 @@
 A contender hosts server *logic* (an object with ``on_call`` and ``on_cast``)
 in its own kind of process: an otpy GenServer, a plain thread, a Pykka actor.
 For W6 it also supplies a one_for_one supervisor over one worker
-(``Supervised``), for W8 a three-stage pipeline (``Pipeline``) and for W9 a
-word count (``WordCount``). The workloads in ``bench._workloads`` are written
-once against this protocol.
+(``Supervised``), for W8 a three-stage pipeline (``Pipeline``), for W9 a
+word count (``WordCount``), for W10 a pool of workers (``WorkerPool``), for
+W11 a token bucket (``Bucket``) and for W15-W16 servers that coroutines call
+with ``await`` (``AsyncServers``; the ``asyncio`` contender has only these).
+The workloads in ``bench._workloads`` are written once against this protocol.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, Literal, Protocol
 DEFAULT_TIMEOUT = 5.0
 """The call timeout every contender uses unless a workload passes another (OTP's 5 s)."""
 
-NAMES = ("otpy", "threads", "pykka")
+NAMES = ("otpy", "threads", "pykka", "asyncio")
 """Every contender, in the column order of the report."""
 
 BASE_NAME = "otpy@base"
@@ -40,6 +42,7 @@ _INSTALL_HINTS = {
     "otpy": "run from the repository root, or pip install -e .",
     "pykka": "pip install -e '.[bench]'",
     "threads": "the standard library should always import",
+    "asyncio": "the standard library should always import",
 }
 
 
@@ -141,6 +144,70 @@ WordCount = Callable[[Sequence[str], int], Mapping[str, int]]
 """
 
 
+Transaction = Callable[[Callable[[Any], Any]], Any]
+"""W10: ``transaction(fn)`` borrows a worker, returns ``fn(worker)`` and gives the worker back
+(also when ``fn`` raises)."""
+
+WorkerPool = Callable[[int], AbstractContextManager[Transaction]]
+"""W10: ``worker_pool(size)`` starts a pool of ``size`` workers and no overflow.
+
+Entering the context returns its ``transaction``, which any thread may call;
+leaving stops the pool (and waits). Workers are opaque handles.
+"""
+
+TryAcquire = Callable[[int], bool]
+"""W11: ``try_acquire(tokens)`` takes ``tokens`` if the bucket has them, never waits."""
+
+Bucket = Callable[[float, float], AbstractContextManager[TryAcquire]]
+"""W11: ``bucket(rate, capacity)`` starts a full token bucket on the refill ``rate`` (tokens/s).
+
+Entering the context returns its ``try_acquire``, which any thread may call;
+leaving stops the bucket (and waits).
+"""
+
+Serving = Literal["inline", "mailbox", "timer", "sleep"]
+"""How a W15/W16 server handles a call, for contenders that have more than one way.
+
+``"inline"``: replies at once, and otpy may run the handler on the caller's
+thread (the default ``inline_calls``); ``"mailbox"``: replies at once, every
+call through the server's mailbox (otpy: ``inline_calls = False``);
+``"timer"``: one request at a time, each answered ``delay`` seconds after
+the server took it up, waiting without a thread (otpy: ``send_after`` and
+``NOREPLY``); ``"sleep"``: the same, the handler sleeping (otpy:
+``otpy.sleep``, which holds a thread). asyncio has one way for all four: a
+task serving an ``asyncio.Queue`` that awaits ``asyncio.sleep(delay)``
+before each reply when ``delay`` is not 0.
+"""
+
+
+class AsyncServers(Protocol):
+    """W15-W16: servers on the running event loop's side that coroutines ``await`` calls to.
+
+    Every method is called from a coroutine on the running loop; servers are
+    opaque handles.
+    """
+
+    def start(self, logic: Logic, serving: Serving, delay: float) -> Any:
+        """Start a server running ``logic.on_call``, handling calls as ``serving`` says."""
+        ...
+
+    async def call(self, server: Any, request: Any) -> Any:
+        """Send ``request`` and await the reply: the call as a user writes it.
+
+        With the library's default timeout: ``otpy.aio.call(pid, request)``'s
+        5 s; asyncio's ``await future`` has none.
+        """
+        ...
+
+    async def call_within(self, server: Any, request: Any, timeout: float) -> Any:
+        """Send ``request`` and await the reply; ``TimeoutError`` after ``timeout`` seconds."""
+        ...
+
+    async def stop(self, server: Any) -> None:
+        """Stop the server and wait until it has stopped."""
+        ...
+
+
 @contextmanager
 def quiet_logger(name: str) -> Iterator[None]:
     """Let only CRITICAL records of the logger ``name`` (and its children) through.
@@ -167,7 +234,7 @@ class Contender(Protocol):
     """
 
     name: str
-    """The column name: ``"otpy"``, ``"threads"``, ``"pykka"`` or ``"otpy@base"``."""
+    """The column name: ``"otpy"``, ``"threads"``, ``"pykka"``, ``"asyncio"`` or ``"otpy@base"``."""
 
     version: str
     """Shown in the report's header."""
@@ -181,6 +248,13 @@ class Contender(Protocol):
     one_thread_each: bool
     """True when every server costs an OS thread (W4 then stops below the largest size)."""
 
+    serves_threads: bool
+    """True when ``start``/``call``/``cast``/``stop`` serve plain threads (W1-W5).
+
+    False for ``asyncio``, whose servers live on an event loop and take calls
+    from its coroutines only (``aio``).
+    """
+
     pool_map: PoolMap | None
     """W7's contender, or ``None`` when the library has no equivalent."""
 
@@ -193,11 +267,22 @@ class Contender(Protocol):
     word_count: WordCount | None
     """W9's word count, or ``None`` when the library has no equivalent."""
 
+    worker_pool: WorkerPool | None
+    """W10's pool of workers, or ``None`` when the contender has none."""
+
+    bucket: Bucket | None
+    """W11's token bucket, or ``None`` when the contender has none."""
+
+    aio: AsyncServers | None
+    """W15-W16's servers for coroutines, or ``None`` when the contender has no event loop side."""
+
     missing: Mapping[str, str]
     """The cell's note, by workload id, for workloads whose part of the library does not import.
 
-    otpy's ``stage`` and ``flow`` are new: should one fail to import, only its
-    workload shows n/a (``"n/a (otpy.flow missing)"``), not the whole column.
+    otpy's ``stage``, ``flow``, ``pool``, ``ratelimit`` and ``aio`` are newer
+    than its core: should one fail to import (on an older ``--base``, say),
+    only its workloads show n/a (``"n/a (otpy.flow missing)"``), not the
+    whole column.
     """
 
     def session(self) -> AbstractContextManager[object]:

@@ -1,5 +1,7 @@
 """The otpy contender: a ``GenServer`` per server, ``Task.async_stream`` for W7,
-``otpy.Supervisor`` for W6, ``otpy.stage`` for W8 and ``otpy.flow.Flow`` for W9.
+``otpy.Supervisor`` for W6, ``otpy.stage`` for W8, ``otpy.flow.Flow`` for W9,
+``otpy.pool.Pool`` for W10, ``otpy.ratelimit.TokenBucket`` for W11 and
+``otpy.aio.call`` for W15-W16.
 
 Only the public API (API.md) is used. ``call``, ``cast`` are otpy's own
 functions, not wrappers, so the hot loops time otpy and nothing of ours.
@@ -13,9 +15,11 @@ to the benchmark's process; ``"kill"`` is ``otpy.exit(pid, "kill")``,
 (CRITICAL only) meanwhile: the supervisor reports every restart as an error,
 also after a kill, and a crashing GenServer logs its traceback.
 
-W8 and W9 live in ``bench._otpy_stage`` and ``bench._otpy_flow``: should
-``otpy.stage`` or ``otpy.flow`` not import (they are new), only those
-workloads show n/a for otpy, with a warning on stderr.
+W8-W11, W15 and W16 live in ``bench._otpy_stage``, ``_otpy_flow``, ``_otpy_pool``,
+``_otpy_ratelimit`` and ``_otpy_aio``: should ``otpy.stage``, ``otpy.flow``,
+``otpy.pool``, ``otpy.ratelimit`` or ``otpy.aio`` not import (they are newer
+than the core; an older ``--base`` may lack them), only those workloads show
+n/a for otpy, with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from typing import Any
 import otpy
 
 from ._contender import (
+    AsyncServers,
+    Bucket,
     Crash,
     Logic,
     Pipeline,
@@ -38,6 +44,7 @@ from ._contender import (
     Supervised,
     WordCount,
     WorkerCrashed,
+    WorkerPool,
     quiet_logger,
 )
 
@@ -148,6 +155,7 @@ class OtpyContender:
     version = _version()
     source: str | None = None
     one_thread_each = False
+    serves_threads = True
     call = staticmethod(otpy.GenServer.call)
     cast = staticmethod(otpy.GenServer.cast)
 
@@ -158,17 +166,27 @@ class OtpyContender:
         self.supervise: Supervise | None = _supervise
         self.pipeline: Pipeline | None = None
         self.word_count: WordCount | None = None
+        self.worker_pool: WorkerPool | None = None
+        self.bucket: Bucket | None = None
+        self.aio: AsyncServers | None = None
         missing: dict[str, str] = {}
-        stage = _import_part("_otpy_stage", "otpy.stage", "W8")
-        if stage is None:
-            missing["W8"] = "n/a (otpy.stage missing)"
-        else:
+
+        def part(module: str, name: str, *workloads: str) -> ModuleType | None:
+            imported = _import_part(module, name, " and ".join(workloads))
+            if imported is None:
+                missing.update(dict.fromkeys(workloads, f"n/a ({name} missing)"))
+            return imported
+
+        if stage := part("_otpy_stage", "otpy.stage", "W8"):
             self.pipeline = stage.pipeline
-        flow = _import_part("_otpy_flow", "otpy.flow", "W9")
-        if flow is None:
-            missing["W9"] = "n/a (otpy.flow missing)"
-        else:
+        if flow := part("_otpy_flow", "otpy.flow", "W9"):
             self.word_count = flow.word_count
+        if pool := part("_otpy_pool", "otpy.pool", "W10"):
+            self.worker_pool = pool.worker_pool
+        if ratelimit := part("_otpy_ratelimit", "otpy.ratelimit", "W11"):
+            self.bucket = ratelimit.bucket
+        if aio := part("_otpy_aio", "otpy.aio", "W15", "W16"):
+            self.aio = aio.servers
         self.missing: Mapping[str, str] = missing
 
     def session(self) -> AbstractContextManager[object]:

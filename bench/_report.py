@@ -20,7 +20,7 @@ def header(names: Sequence[str] = NAMES) -> tuple[str, ...]:
     """The table's header for the contender columns ``names`` (``bench._contender.columns``)."""
     return (
         "workload",
-        "unit (↓ lower is better, ↑ higher is better)",
+        "unit (↓ lower is better, ↑ higher is better, →0 nearer 0 is better)",
         *names,
         *(f"otpy/{other}" for other in ratio_columns(names)),
         "target",
@@ -127,7 +127,7 @@ def rows(
         body.append(
             (
                 f"{case.workload} {case.title}",
-                f"{case.unit.label} {'↑' if case.unit.higher_is_better else '↓'}",
+                f"{case.unit.label} {case.unit.arrow}",
                 *(_cell_text(case, name, results, unavailable) for name in names),
                 *(_ratio_text(case, other, results) for other in ratio_columns(names)),
                 "; ".join(t.text for t in own),

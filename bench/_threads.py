@@ -13,6 +13,13 @@ puts it, the consumer gets it; with a larger ``batch`` every item is a list of
 up to ``batch`` events (``Queue(maxsize=IN_FLIGHT // batch)``). W9 has no
 threads: it is the sequential ``collections.Counter`` that Flow is compared with.
 
+W10 and W11 are what a Python programmer writes by hand instead of a pool
+or a rate limiter process: W10's pool is a ``queue.Queue`` holding ``size``
+plain objects (``obj = q.get()``, ``fn(obj)``, ``q.put(obj)`` in a
+``finally``); W11's bucket is an object whose ``try_acquire`` refills and
+takes tokens under a ``threading.Lock``. It has no event loop side: W15 and
+W16 show n/a.
+
 W6's supervisor is a thread of its own: each worker thread puts itself on
 the supervisor's queue as its last act, however it ends; the supervisor joins
 it (it is dead then, as a process is when its supervisor hears of it) and
@@ -25,6 +32,7 @@ exception ends the thread (caught at its top, so nothing is printed).
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +43,7 @@ from typing import Any
 from ._contender import (
     DEFAULT_TIMEOUT,
     IN_FLIGHT,
+    Bucket,
     Crash,
     Go,
     Logic,
@@ -42,8 +51,11 @@ from ._contender import (
     Sink,
     Supervise,
     Supervised,
+    Transaction,
+    TryAcquire,
     WordCount,
     WorkerCrashed,
+    WorkerPool,
 )
 
 _STOP = object()
@@ -212,6 +224,58 @@ def _word_count(lines: Sequence[str], stages: int) -> Counter[str]:
     return counts
 
 
+class _PooledObject:
+    """W10's worker: a plain object, as a connection in a hand-written pool would be."""
+
+    __slots__ = ()
+
+
+@contextmanager
+def _worker_pool(size: int) -> Iterator[Transaction]:
+    """W10 by hand: a ``queue.Queue`` of ``size`` objects; a transaction gets one and puts it back."""
+    idle: Queue[_PooledObject] = Queue()
+    for _ in range(size):
+        idle.put(_PooledObject())
+
+    def transaction(fn: Callable[[Any], Any]) -> Any:
+        obj = idle.get()
+        try:
+            return fn(obj)
+        finally:
+            idle.put(obj)
+
+    yield transaction
+
+
+class LockedBucket:
+    """W11 by hand: a token bucket behind a ``threading.Lock``, refilled when asked."""
+
+    __slots__ = ("_capacity", "_lock", "_rate", "_stamp", "_tokens")
+
+    def __init__(self, rate: float, capacity: float) -> None:
+        self._rate = rate
+        self._capacity = capacity
+        self._lock = threading.Lock()  # guards _tokens and _stamp
+        self._tokens = capacity
+        self._stamp = time.monotonic()
+
+    def try_acquire(self, tokens: int = 1) -> bool:
+        """Take ``tokens`` if the bucket holds them, after adding what accrued since the last look."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+            if self._tokens >= tokens:
+                self._tokens -= tokens
+                return True
+            return False
+
+
+@contextmanager
+def _bucket(rate: float, capacity: float) -> Iterator[TryAcquire]:
+    yield LockedBucket(rate, capacity).try_acquire
+
+
 class _ReplyQueues(threading.local):
     """The reply queue of each calling thread."""
 
@@ -226,6 +290,8 @@ class ThreadsContender:
     version = "stdlib"
     source: str | None = None
     one_thread_each = True
+    serves_threads = True
+    aio = None
 
     def __init__(self) -> None:
         self._replies = _ReplyQueues()
@@ -235,6 +301,8 @@ class ThreadsContender:
         self.supervise: Supervise | None = _supervise
         self.pipeline: Pipeline | None = _pipeline
         self.word_count: WordCount | None = _word_count
+        self.worker_pool: WorkerPool | None = _worker_pool
+        self.bucket: Bucket | None = _bucket
         self.missing: Mapping[str, str] = {}
 
     def session(self) -> AbstractContextManager[object]:

@@ -1,4 +1,4 @@
-"""The workloads W1-W9, written once against the ``Contender`` protocol.
+"""The workloads W1-W11, W15 and W16, written once against the ``Contender`` protocol.
 
 Each runner opens the contender's session, sets up outside the timed region,
 times only the workload itself, checks the result (a benchmark that loses
@@ -10,6 +10,7 @@ states the issue's targets for them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import random
@@ -20,7 +21,17 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Literal
 
-from ._contender import CRASHES, DEFAULT_TIMEOUT, IN_FLIGHT, Contender, Crash, Supervised
+from ._contender import (
+    BASE_NAME,
+    CRASHES,
+    DEFAULT_TIMEOUT,
+    IN_FLIGHT,
+    AsyncServers,
+    Contender,
+    Crash,
+    Serving,
+    Supervised,
+)
 from ._memory import kb_per_process
 
 COUNT = "count"
@@ -379,6 +390,264 @@ def word_count(contender: Contender, size: int, stages: int) -> float:
     return text.size / elapsed / 1e6
 
 
+# --- W10, W11: plain threads on a pool and on a token bucket ---------------------------
+
+
+def _race(threads: int, name: str, work: Callable[[int, float], None]) -> float:
+    """Run ``work(i, start)`` in ``threads`` plain threads, all let go at once; seconds until all ended.
+
+    The clock starts when every thread is ready: the barrier's action reads
+    it (``start``, the same for all) before it lets them go. The first
+    exception a thread raised is raised here, after all of them ended.
+    """
+    start: list[float] = []  # written by the barrier's action, read after the barrier
+    ready = threading.Barrier(
+        threads + 1, action=lambda: start.append(perf_counter()), timeout=CONFIRM_TIMEOUT
+    )
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            ready.wait()
+            work(i, start[0])
+        except BaseException as exc:  # reported by the main thread below
+            errors.append(exc)
+
+    workers = [
+        threading.Thread(target=run, args=(i,), name=f"bench-{name}-{i}") for i in range(threads)
+    ]
+    for worker in workers:
+        worker.start()
+    ready.wait()
+    for worker in workers:
+        worker.join()
+    elapsed = perf_counter() - start[0]
+    if errors:
+        raise errors[0]
+    return elapsed
+
+
+def _same(worker: Any) -> Any:
+    """W10's transaction body: hands back the worker it was given."""
+    return worker
+
+
+def transactions(contender: Contender, threads: int, per_thread: int, size: int) -> float:
+    """W10: ``threads`` plain threads each run ``per_thread`` transactions on a pool; per second.
+
+    Every transaction must return the worker it borrowed, and all of them
+    together must have borrowed no more than ``size`` workers (no overflow).
+    """
+    if contender.worker_pool is None:
+        raise ValueError(f"{contender.name} has no pool of workers; skip W10 for it")
+    with contender.session(), contender.worker_pool(size) as transaction:
+        seen: list[set[Any]] = [set() for _ in range(threads)]
+        done = [0] * threads
+
+        def work(i: int, start: float) -> None:
+            mine = seen[i]
+            for _ in range(per_thread):
+                mine.add(transaction(_same))
+            done[i] = per_thread
+
+        elapsed = _race(threads, "pool-client", work)
+    workers = set().union(*seen)
+    if sum(done) != threads * per_thread or None in workers or len(workers) > size:
+        raise WrongResult(
+            f"{contender.name}: {sum(done):,} of {threads * per_thread:,} transactions ran, "
+            f"on {len(workers)} distinct workers (the pool has {size})"
+        )
+    return threads * per_thread / elapsed
+
+
+CHEAP_RATE = 1e9
+"""W11's calls/s row: rate and capacity so large that every ``try_acquire`` succeeds."""
+
+PACED_RATE = 1_000.0
+PACED_CAPACITY = 10.0
+"""W11's granted-rate row: the bucket's rate (tokens/s) and capacity."""
+
+
+def acquires(contender: Contender, threads: int, per_thread: int) -> float:
+    """W11: ``threads`` plain threads each call ``try_acquire(1)`` ``per_thread`` times; calls/s.
+
+    The bucket (rate and capacity ``CHEAP_RATE``) never runs dry, so every
+    call must succeed: what is measured is the cost of asking.
+    """
+    if contender.bucket is None:
+        raise ValueError(f"{contender.name} has no token bucket; skip W11 for it")
+    with contender.session(), contender.bucket(CHEAP_RATE, CHEAP_RATE) as try_acquire:
+        refused = [0] * threads
+
+        def work(i: int, start: float) -> None:
+            no = 0
+            for _ in range(per_thread):
+                if not try_acquire(1):
+                    no += 1
+            refused[i] = no
+
+        elapsed = _race(threads, "bucket-client", work)
+    if sum(refused):
+        raise WrongResult(
+            f"{contender.name}: a bucket of {CHEAP_RATE:g} tokens refused {sum(refused):,} "
+            f"of {threads * per_thread:,} single tokens"
+        )
+    return threads * per_thread / elapsed
+
+
+def granted_rate(contender: Contender, threads: int, window: float) -> float:
+    """W11: ``threads`` plain threads call ``try_acquire(1)`` for ``window`` s; % off the rate.
+
+    The bucket has rate ``PACED_RATE`` and capacity ``PACED_CAPACITY`` and
+    starts full. The figure is ``(granted / window - rate) / rate`` in per
+    cent: the full bucket's first ``capacity`` tokens are in it (+0.2 % over
+    5 s at the default sizes). Every thread stops asking ``window`` seconds
+    after the common start.
+    """
+    if contender.bucket is None:
+        raise ValueError(f"{contender.name} has no token bucket; skip W11 for it")
+    with contender.session(), contender.bucket(PACED_RATE, PACED_CAPACITY) as try_acquire:
+        granted = [0] * threads
+
+        def work(i: int, start: float) -> None:
+            end = start + window
+            yes = 0
+            while perf_counter() < end:
+                if try_acquire(1):
+                    yes += 1
+            granted[i] = yes
+
+        _race(threads, "bucket-client", work)
+    return (sum(granted) / window - PACED_RATE) / PACED_RATE * 100
+
+
+# --- W15, W16: calls awaited by coroutines ---------------------------------------------
+
+
+def _async_servers(contender: Contender, workload: str) -> AsyncServers:
+    if contender.aio is None:
+        raise ValueError(f"{contender.name} has no event loop side; skip {workload} for it")
+    return contender.aio
+
+
+def round_trips(contender: Contender, n: int, serving: Serving) -> float:
+    """W15: one coroutine awaits ``n`` calls to one server, one after the other; µs per call.
+
+    Each call is the contender's plain ``call``, as a user writes it (otpy's
+    with its default 5 s timeout, asyncio's bare ``await future``); one
+    ``asyncio.wait_for`` of ``CONFIRM_TIMEOUT`` bounds the whole loop.
+    """
+    servers = _async_servers(contender, "W15")
+
+    async def loop(server: Any) -> float:
+        call = servers.call
+        start = perf_counter()
+        for i in range(n):
+            if await call(server, i) != i + 1:
+                raise WrongResult(f"{contender.name}: call({i}) did not reply {i + 1}")
+        return perf_counter() - start
+
+    async def main() -> float:
+        server = servers.start(Counter(), serving, 0.0)
+        elapsed = await asyncio.wait_for(loop(server), CONFIRM_TIMEOUT)
+        await servers.stop(server)
+        return elapsed
+
+    with contender.session():
+        elapsed = asyncio.run(main())
+    return elapsed / n * 1e6
+
+
+SAMPLE_EVERY = 0.01
+"""W16: seconds between two looks at ``threading.active_count()``."""
+
+
+class ThreadPeak:
+    """The most threads alive (``threading.active_count()``) while the context is open.
+
+    A thread of its own looks as soon as it starts and then every
+    ``SAMPLE_EVERY`` seconds (it counts itself); one more look is taken on
+    exit, after it was joined. ``peak`` is written by the sampling thread
+    only while it runs, and by the exiting thread only after the join.
+    """
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-thread-peak")
+
+    def _look(self) -> None:
+        self.peak = max(self.peak, threading.active_count())
+
+    def _sample(self) -> None:
+        while True:
+            self._look()
+            if self._stop.wait(SAMPLE_EVERY):
+                return
+
+    def __enter__(self) -> ThreadPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._look()
+
+
+WAIT = 0.01
+"""W16: how long every request keeps its server busy (10 ms)."""
+
+_thread_peaks: dict[tuple[str, str], int] = {}
+"""W16's thread counts, by (time row's key, contender name): the time row's measurement writes
+its peak here, the threads row of the same round takes it (the runner runs the rows in order,
+all in its one thread)."""
+
+
+def gathered_calls(
+    contender: Contender, n: int, servers_n: int, serving: Serving, key: str
+) -> float:
+    """W16: ``n`` calls to ``servers_n`` servers, all awaited at once (``asyncio.gather``); seconds.
+
+    Every server takes one request at a time and answers it ``WAIT`` after
+    it took it up, so the ideal is ``n / servers_n * WAIT``; call ``i`` goes
+    to server ``i % servers_n``. The servers are started before the clock;
+    ``ThreadPeak`` watches the threads from the gather to its last reply
+    (its peak is what the threads row ``threads_alive`` shows). Every reply
+    must be its request + 1.
+    """
+    servers = _async_servers(contender, "W16")
+
+    async def main() -> tuple[float, int, list[Any]]:
+        hosted = [servers.start(Counter(), serving, WAIT) for _ in range(servers_n)]
+        call = servers.call_within
+        with ThreadPeak() as threads:
+            start = perf_counter()
+            replies = await asyncio.gather(
+                *(call(hosted[i % servers_n], i, CONFIRM_TIMEOUT) for i in range(n))
+            )
+            elapsed = perf_counter() - start
+        for server in hosted:
+            await servers.stop(server)
+        return elapsed, threads.peak, replies
+
+    with contender.session():
+        elapsed, peak, replies = asyncio.run(main())
+    wrong = sum(1 for i, reply in enumerate(replies) if reply != i + 1)
+    if wrong or len(replies) != n:
+        raise WrongResult(f"{contender.name}: {wrong:,} of {n:,} replies were not request + 1")
+    _thread_peaks[(key, contender.name)] = peak
+    return elapsed
+
+
+def threads_alive(contender: Contender, key: str) -> float:
+    """W16's threads row: the peak that the time row ``key`` saw in this round."""
+    peak = _thread_peaks.pop((key, contender.name), None)
+    if peak is None:
+        raise RuntimeError(f"{key} has no thread count for {contender.name} (its time row failed)")
+    return peak
+
+
 # --- sizes, rows and targets ----------------------------------------------------------
 
 
@@ -399,6 +668,21 @@ class Sizes:
     events: int
     text_bytes: int
     flow_stages: int
+    pool_threads: int
+    transactions_per_thread: int
+    pool_size: int
+    bucket_threads: int
+    acquires_per_thread: int
+    rate_window: float
+    """W11's granted-rate row: seconds the threads keep asking."""
+    awaited_calls: int
+    gathered_calls: int
+    gathered_servers: int
+
+    @property
+    def gather_ideal(self) -> float:
+        """W16's ideal time: each server's share of the calls, one ``WAIT`` after the other."""
+        return self.gathered_calls / self.gathered_servers * WAIT
 
 
 FULL = Sizes(
@@ -414,6 +698,15 @@ FULL = Sizes(
     events=1_000_000,
     text_bytes=10_000_000,
     flow_stages=2,
+    pool_threads=8,
+    transactions_per_thread=10_000,
+    pool_size=4,
+    bucket_threads=8,
+    acquires_per_thread=50_000,
+    rate_window=5.0,
+    awaited_calls=20_000,
+    gathered_calls=10_000,
+    gathered_servers=100,
 )
 QUICK = Sizes(
     calls=2_000,
@@ -428,6 +721,15 @@ QUICK = Sizes(
     events=100_000,
     text_bytes=1_000_000,
     flow_stages=2,
+    pool_threads=8,
+    transactions_per_thread=1_000,
+    pool_size=4,
+    bucket_threads=8,
+    acquires_per_thread=2_500,
+    rate_window=1.0,
+    awaited_calls=2_000,
+    gathered_calls=1_000,
+    gathered_servers=100,
 )
 
 
@@ -437,6 +739,15 @@ class Unit:
 
     label: str
     higher_is_better: bool
+    zero_is_best: bool = False
+    """A signed figure whose best value is 0 (a deviation); ``higher_is_better`` is then unused."""
+
+    @property
+    def arrow(self) -> str:
+        """``↑`` higher is better, ``↓`` lower is better, ``→0`` nearer 0 is better."""
+        if self.zero_is_best:
+            return "→0"
+        return "↑" if self.higher_is_better else "↓"
 
 
 US_PER_CALL = Unit("µs/call", higher_is_better=False)
@@ -448,6 +759,10 @@ US_PER_RESTART = Unit("µs/restart", higher_is_better=False)
 ITEMS_PER_S = Unit("items/s", higher_is_better=True)
 EVENTS_PER_S = Unit("events/s", higher_is_better=True)
 MB_PER_S = Unit("MB/s", higher_is_better=True)
+TRANSACTIONS_PER_S = Unit("transactions/s", higher_is_better=True)
+CALLS_PER_S = Unit("calls/s", higher_is_better=True)
+PER_CENT_OFF = Unit("% off rate", higher_is_better=False, zero_is_best=True)
+THREADS = Unit("threads (max)", higher_is_better=False)
 
 
 def _never_skipped(contender: Contender) -> str | None:
@@ -474,8 +789,49 @@ def _no_flow(contender: Contender) -> str | None:
     return "n/a (no flow)" if contender.word_count is None else None
 
 
+def _no_thread_servers(contender: Contender) -> str | None:
+    return None if contender.serves_threads else "n/a (coroutines only)"
+
+
+def _no_thread_servers_or_one_thread_each(contender: Contender) -> str | None:
+    return _no_thread_servers(contender) or _one_thread_each(contender)
+
+
+def _no_worker_pool(contender: Contender) -> str | None:
+    return "n/a (no pool)" if contender.worker_pool is None else None
+
+
+def _no_bucket(contender: Contender) -> str | None:
+    return "n/a (no rate limiter)" if contender.bucket is None else None
+
+
+def _not_otpy(contender: Contender) -> str | None:
+    """W11's 5 s granted-rate window is measured for otpy only (one window a round)."""
+    if contender.bucket is None:
+        return _no_bucket(contender)
+    return None if contender.name in ("otpy", BASE_NAME) else "n/a (otpy only)"
+
+
+def _no_event_loop(contender: Contender) -> str | None:
+    return "n/a (no event loop side)" if contender.aio is None else None
+
+
 W8_BATCHES = (1, IN_FLIGHT)
 """W8's rows: the threads baseline passes each event alone (the issue's target), or in lists."""
+
+W15_SERVING: tuple[Serving, ...] = ("inline", "mailbox")
+W15_TITLES: dict[Serving, str] = {
+    "inline": "otpy inline path",
+    "mailbox": "otpy inline_calls = False",
+}
+"""W15's rows: otpy's default (an idle server's handler runs on the loop's thread) and its mailbox."""
+
+W16_SERVING: tuple[Serving, ...] = ("timer", "sleep")
+W16_TITLES: dict[Serving, str] = {
+    "timer": f"{WAIT * 1000:g} ms waits, otpy send_after + NOREPLY",
+    "sleep": f"{WAIT * 1000:g} ms waits, otpy.sleep (literal)",
+}
+"""W16's rows: a wait that holds no thread (the OTP way), and the literal sleep in the handler."""
 
 CRASH_TITLES: dict[Crash, str] = {
     "kill": "worker killed (exit kill / stop)",
@@ -502,7 +858,7 @@ class Case:
 
     @property
     def workload(self) -> str:
-        """``W1`` ... ``W9``, what ``--only`` selects."""
+        """``W1`` ... ``W16``, what ``--only`` selects."""
         return self.key.split()[0]
 
 
@@ -516,18 +872,21 @@ def build_cases(sizes: Sizes) -> list[Case]:
             title=f"{sizes.calls:,} calls to one server",
             unit=US_PER_CALL,
             measure=lambda c: calls(c, sizes.calls),
+            skip=_no_thread_servers,
         ),
         Case(
             key="W2",
             title=f"{sizes.casts:,} casts + confirming call",
             unit=MSGS_PER_S,
             measure=lambda c: casts(c, sizes.casts),
+            skip=_no_thread_servers,
         ),
         Case(
             key="W3",
             title=f"{threads} threads x {per_thread:,} casts + call",
             unit=MSGS_PER_S,
             measure=lambda c: concurrent_casts(c, threads, per_thread),
+            skip=_no_thread_servers,
             show_spread=True,
         ),
     ]
@@ -537,7 +896,7 @@ def build_cases(sizes: Sizes) -> list[Case]:
             title=f"start, call, stop {n:,} servers",
             unit=SECONDS,
             measure=functools.partial(spawn_call_stop, n=n),
-            skip=_one_thread_each if n == large else _never_skipped,
+            skip=_no_thread_servers_or_one_thread_each if n == large else _no_thread_servers,
         )
         for n in sizes.spawn
     ]
@@ -547,7 +906,7 @@ def build_cases(sizes: Sizes) -> list[Case]:
             title=f"memory with {n:,} servers alive",
             unit=KB_PER_PROCESS,
             measure=functools.partial(_memory_of, n=n),
-            skip=_one_thread_each if n == large else _never_skipped,
+            skip=_no_thread_servers_or_one_thread_each if n == large else _no_thread_servers,
             once=True,
         )
         for n in sizes.spawn
@@ -558,6 +917,7 @@ def build_cases(sizes: Sizes) -> list[Case]:
             title=f"ring of {sizes.ring:,}, {sizes.laps} laps",
             unit=US_PER_HOP,
             measure=lambda c: ring(c, sizes.ring, sizes.laps),
+            skip=_no_thread_servers,
         ),
     ]
     cases += [
@@ -601,6 +961,78 @@ def build_cases(sizes: Sizes) -> list[Case]:
             skip=_no_flow,
         ),
     ]
+    cases += [
+        Case(
+            key="W10",
+            title=f"{sizes.pool_threads} threads x {sizes.transactions_per_thread:,} "
+            f"transactions, pool of {sizes.pool_size}",
+            unit=TRANSACTIONS_PER_S,
+            measure=functools.partial(
+                transactions,
+                threads=sizes.pool_threads,
+                per_thread=sizes.transactions_per_thread,
+                size=sizes.pool_size,
+            ),
+            skip=_no_worker_pool,
+            show_spread=True,
+        ),
+        Case(
+            key="W11 calls",
+            title=f"{sizes.bucket_threads} threads x {sizes.acquires_per_thread:,} try_acquire, "
+            "one bucket",
+            unit=CALLS_PER_S,
+            measure=functools.partial(
+                acquires, threads=sizes.bucket_threads, per_thread=sizes.acquires_per_thread
+            ),
+            skip=_no_bucket,
+            show_spread=True,
+        ),
+        Case(
+            key="W11 rate",
+            title=f"granted over {sizes.rate_window:g} s, rate {PACED_RATE:,.0f}/s, "
+            f"capacity {PACED_CAPACITY:g}, {sizes.bucket_threads} threads",
+            unit=PER_CENT_OFF,
+            measure=functools.partial(
+                granted_rate, threads=sizes.bucket_threads, window=sizes.rate_window
+            ),
+            skip=_not_otpy,
+        ),
+    ]
+    cases += [
+        Case(
+            key=f"W15 {serving}",
+            title=f"{sizes.awaited_calls:,} awaited calls, one server, {W15_TITLES[serving]}",
+            unit=US_PER_CALL,
+            measure=functools.partial(round_trips, n=sizes.awaited_calls, serving=serving),
+            skip=_no_event_loop,
+        )
+        for serving in W15_SERVING
+    ]
+    for serving in W16_SERVING:
+        time_key = f"W16 {serving} time"
+        gathered = f"{sizes.gathered_calls:,} gathered calls, {sizes.gathered_servers} servers"
+        cases += [
+            Case(
+                key=time_key,
+                title=f"{gathered}, {W16_TITLES[serving]}",
+                unit=SECONDS,
+                measure=functools.partial(
+                    gathered_calls,
+                    n=sizes.gathered_calls,
+                    servers_n=sizes.gathered_servers,
+                    serving=serving,
+                    key=time_key,
+                ),
+                skip=_no_event_loop,
+            ),
+            Case(
+                key=f"W16 {serving} threads",
+                title="most threads alive during the row above",
+                unit=THREADS,
+                measure=functools.partial(threads_alive, key=time_key),
+                skip=_no_event_loop,
+            ),
+        ]
     return cases
 
 
@@ -611,7 +1043,19 @@ def _memory_of(contender: Contender, n: int) -> float:
 Comparison = Literal["<", "≤", "≥"]
 
 RESTART_TARGET_US = 60.0
-"""W6's target: µs per restart on a 2-core machine, the issue's one absolute time target."""
+"""W6's target: µs per restart on a 2-core machine, one of the issue's absolute targets."""
+
+ACQUIRE_TARGET = 200_000.0
+"""W11's target: ``try_acquire`` calls per second from 8 threads on one bucket (absolute)."""
+
+RATE_TOLERANCE = 2.0
+"""W11's target: the granted rate within this many per cent of the bucket's rate."""
+
+GATHER_SLACK = 2.0
+"""W16's target: otpy done within this many times the ideal time (``Sizes.gather_ideal``)..."""
+
+MAX_THREADS_ALIVE = 16
+"""... with at most this many threads alive (``threading.active_count()``, sampled)."""
 
 
 @dataclass(frozen=True)
@@ -627,9 +1071,13 @@ class Target:
     bound: float
     reference: tuple[str, str] | None = None
     """``(case key, contender name)`` to divide by; ``None`` for an absolute bound."""
+    magnitude: bool = False
+    """Compare ``abs(value)`` with the bound (a signed deviation that must stay small)."""
 
     def passes(self, value: float) -> bool:
         """Whether ``value`` (the ratio, or the figure itself) meets the target."""
+        if self.magnitude:
+            value = abs(value)
         if self.comparison == "<":
             return value < self.bound
         if self.comparison == "≤":
@@ -677,4 +1125,35 @@ def build_targets(sizes: Sizes) -> list[Target]:
         ),
         versus("W7", "threads", "≥", 1.5),
         versus("W8 batch 1", "threads", "≥", 1.0),
+        versus("W10", "threads", "≥", 0.5),
+        Target(
+            "W11 calls",
+            f"otpy ≥ {ACQUIRE_TARGET:,.0f}/s (absolute)",
+            ("W11 calls", "otpy"),
+            "≥",
+            ACQUIRE_TARGET,
+        ),
+        Target(
+            "W11 rate",
+            f"|otpy| ≤ {RATE_TOLERANCE:g} %",
+            ("W11 rate", "otpy"),
+            "≤",
+            RATE_TOLERANCE,
+            magnitude=True,
+        ),
+        versus("W15 inline", "asyncio", "≤", 2),
+        Target(
+            "W16 timer time",
+            f"otpy ≤ {GATHER_SLACK:g} x ideal {sizes.gather_ideal:g} s",
+            ("W16 timer time", "otpy"),
+            "≤",
+            GATHER_SLACK * sizes.gather_ideal,
+        ),
+        Target(
+            "W16 timer threads",
+            f"otpy ≤ {MAX_THREADS_ALIVE}",
+            ("W16 timer threads", "otpy"),
+            "≤",
+            MAX_THREADS_ALIVE,
+        ),
     ]
