@@ -50,21 +50,42 @@ Options of ``Pool.start_link(worker_spec, ...)`` (defaults in brackets):
 
 Semantics:
 
-* Waiters are served first come, first served: a worker checked in goes to
-  the oldest waiting checkout; a checkout never overtakes a waiting one.
+* Waiters are served first come, first served; a checkout may take a worker
+  that was just checked in ahead of waiters that have waited less than
+  ``HANDOFF_AFTER`` (1 ms), as Go's mutex does, so a busy pool does not pay a
+  thread hand-off per transaction; no waiter is overtaken once it has waited
+  1 ms. In detail: waiters never overtake one another. A worker checked in
+  goes straight to the oldest waiter if that one has waited ``HANDOFF_AFTER``
+  or more; else it goes back to the idle workers and the oldest waiter is
+  woken to take it, racing any new checkout. A waiter that loses the race
+  waits on at the head of the line, its wait still counted from when it
+  began, so once it has waited ``HANDOFF_AFTER`` the next worker checked in
+  is handed to it. A new checkout that finds an idle worker takes it, unless
+  the oldest waiter has waited ``HANDOFF_AFTER``: then it waits behind. So no
+  waiter waits more than about ``HANDOFF_AFTER`` plus one transaction longer
+  than strict first come, first served would have made it wait.
 * A worker that dies is replaced, whether idle or checked out; the checkout
-  of a worker that died is void (checking it in afterwards does nothing).
+  of a worker that died is void (checking it in afterwards does nothing, also
+  when the pool's process has not handled its exit yet: a worker that is
+  dead when it is checked in is not lent out again).
 * A worker that fails to start (its start function raises or returns
   something else than a pid) does not crash the pool: the failure is logged
   on the ``otpy.pool`` logger and the start is tried again after a growing
   delay; checkouts wait for it or time out meanwhile.
 * ``checkout(pool, timeout=0)`` never waits: an idle worker or
-  ``otpy.Timeout`` at once (it does not start an overflow worker either).
-* Telemetry: ``("otpy", "pool", "checkout", "start")`` (measurements
-  ``monotonic_time``, ``system_time``; metadata ``pool``) when a checkout
-  begins and ``("otpy", "pool", "checkout", "stop")`` (``duration``: the
-  seconds it waited; metadata ``pool``, ``worker``) when it got a worker. A
-  checkout that raises emits no stop event. ``pool`` is the pool's name, else its pid.
+  ``otpy.Timeout`` at once (it does not start an overflow worker either; and
+  while the oldest waiter has waited ``HANDOFF_AFTER``, an idle worker is
+  that waiter's, so it raises too).
+* Telemetry, a span per checkout: ``("otpy", "pool", "checkout", "start")``
+  (measurements ``monotonic_time``, ``system_time``; metadata ``pool``) when
+  a checkout begins, then ``("otpy", "pool", "checkout", "stop")``
+  (``duration``: the seconds it waited, ``monotonic_time``; metadata
+  ``pool``, ``worker``) when it got a worker, or
+  ``("otpy", "pool", "checkout", "exception")`` (``duration``,
+  ``monotonic_time``; metadata ``pool``, ``kind``, ``reason``, ``stacktrace``
+  as ``otpy.telemetry.span`` has them) when it raises (a timeout, a pool that
+  stopped). ``pool`` is the pool's name, else its pid. Nothing is built when
+  no handler is attached.
 
 How it is built, and the timeout rule: the pool's state is one table behind
 one lock, reached from the pool's pid (as ``otpy.Registry`` does); a checkout
@@ -73,25 +94,32 @@ through the pool's process: each is one locked step on the caller's thread.
 The pool's process does what needs a process: it starts, replaces and stops
 workers, and it monitors every process that has checked out from it (for as
 long as that process lives), so it can act when one dies holding a worker.
-A waiting checkout is an entry in the table's FIFO; the check-in (or new
-worker) that serves it resolves the entry's one-shot reply *and* records the
-lease in the same locked step. The waiter's timeout and that reply race on
-the reply's own test-and-set: if the grant wins, the checkout returns the
-worker even though its time was up; if the timeout wins, the grant fails and
-the worker goes to the next waiter (or back to the pool), and the timed-out
-caller removes its entry under the lock before it raises. So a checkout that
-times out leaves nothing reserved and nothing granted, and nothing has to be
-cancelled later. A waiter that dies is settled the same way: its reply is
-abandoned when it dies, so a grant skips it even before the pool's process has
-seen its ``Down``.
+A waiting checkout is an entry in the table's FIFO with a one-shot reply.
+The check-in (or new worker) that serves it resolves that reply in the same
+locked step, either with the worker, the lease recorded at once (a hand-off),
+or with a wake-up call (then the worker is idle and the woken checkout comes
+back to take it under the lock, or to wait again with a fresh reply). The
+waiter's timeout and that reply race on the reply's own test-and-set: if the
+reply wins, the checkout returns the worker (or comes back for it) even
+though its time was up; if the timeout wins, the reply fails and the worker
+goes to the next waiter (or back to the pool), and the timed-out caller
+removes its entry under the lock before it raises. A woken checkout whose
+time is up when it comes back and finds no idle worker leaves the line in
+that same locked step. So a checkout that times out leaves nothing reserved
+and nothing granted, and nothing has to be cancelled later. A waiter that
+dies is settled the same way: its reply is abandoned when it dies, so a
+hand-off skips it even before the pool's process has seen its ``Down``; a
+woken one that dies, or leaves, passes the wake-up call on to the next.
 
-What fairness costs: a checkout that finds an idle worker and a check-in with
-nobody waiting take one lock and hand nothing to another thread. When more
-callers than workers compete, first come, first served means that every
-worker checked in goes to a caller that is asleep, so each checkout costs a
-thread hand-off; a ``queue.Queue`` of objects is faster there because the
-running thread takes back what it just returned, and its waiters may wait
-without bound.
+What fairness costs, and why ``HANDOFF_AFTER``: strict first come, first
+served means that under contention every worker checked in goes to a caller
+that is asleep, so every transaction costs a thread hand-off (a benchmark of
+8 threads on 4 workers ran at a fifth of a ``queue.Queue`` of objects, whose
+running thread takes back what it just returned, while its waiters may wait
+without bound). Letting the running thread take the worker it just checked
+in, while the oldest waiter has waited less than ``HANDOFF_AFTER``, keeps
+the common path free of hand-offs; the hand-off after ``HANDOFF_AFTER``
+bounds how long that can go on for any waiter.
 """
 
 from __future__ import annotations
@@ -101,8 +129,9 @@ import math
 import random
 import threading
 import time
+import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
@@ -113,7 +142,7 @@ from . import _core as core
 from . import telemetry
 from ._child_spec import BRUTAL_KILL, ChildSpec, spec_with
 from ._core import Down, Exit, Pid, Ref
-from ._exceptions import NoProcError, Timeout
+from ._exceptions import ExitError, NoProcError, Timeout
 from ._gen_server import GenServer
 from ._supervisor import (
     Backoff,
@@ -124,7 +153,7 @@ from ._supervisor import (
     supervisor_label,
 )
 
-__all__ = ["CallerExit", "Pool", "Strategy"]
+__all__ = ["HANDOFF_AFTER", "CallerExit", "Pool", "Strategy"]
 
 _log = logging.getLogger("otpy.pool")
 
@@ -133,8 +162,19 @@ CallerExit = Literal["kill", "checkin"]
 _STRATEGIES = ("lifo", "fifo")
 _CALLER_EXITS = ("kill", "checkin")
 
+HANDOFF_AFTER = 0.001
+"""Seconds a waiting checkout waits before nobody may overtake it any more.
+
+Until the oldest waiter has waited this long, a worker checked in goes back
+to the idle workers (the oldest waiter is woken to take it, and a new checkout
+may take it first); from then on it is handed straight to the oldest waiter,
+and new checkouts wait behind. 1 ms, as Go's ``sync.Mutex`` has it: long
+against a thread hand-off, short against any wait a caller would notice.
+"""
+
 _START: Final = ("otpy", "pool", "checkout", "start")
 _STOP: Final = ("otpy", "pool", "checkout", "stop")
+_EXCEPTION: Final = ("otpy", "pool", "checkout", "exception")
 
 T = TypeVar("T")
 
@@ -213,6 +253,15 @@ def _check_name(name: object) -> None:
 # so a lease recorded while the pid was in `watched` is recorded before that step and found
 # by it, and a dead caller's code that runs on for a moment finds itself out of `watched`
 # and goes through the slow path, where its _Watch send fails (a dead process sends nothing).
+# A waiter is in `waiters` only while its caller is in `watched` (the same step drops both),
+# and a woken waiter takes a worker only if it is still in `waiters`; else it starts over.
+#
+# Waking, and why nobody sleeps beside an idle worker: at most one waiter is woken at a time,
+# and it is always the head of `waiters` (`woken` says so; nothing is ever put in front of
+# the head). Invariant, after every locked step: `idle` is empty, or `waiters` is, or
+# `woken` is set. A woken waiter comes back, takes an idle worker if one is left (and wakes
+# the next head if more are idle: `settle`) or goes back to sleep where it was; one that
+# leaves while woken (a timeout, its death) passes the wake-up on (`settle` again).
 
 # What a hand-off leaves to do, outside the lock:
 _NOTHING = 0
@@ -220,23 +269,48 @@ _RETIRE = 1  # the worker was moved to `retiring`: the pool's process must stop 
 _SWEEP = 2  # an excess worker went idle with a ttl: the pool's process must time it
 _NOT_OUT = 3  # (checkin) the pid is not checked out from this pool
 
+_Actions = Sequence[tuple[int, Pid]]  # what `settle` leaves to do: (_RETIRE or _SWEEP, worker)
+_NO_ACTIONS: _Actions = ()
+
+# What a woken waiter finds when it comes back (`_Table.retry`):
+_GOT = 0  # it took an idle worker
+_AGAIN = 1  # none was left (a new checkout took it): it sleeps again, with a fresh reply
+_AGAIN_NEED = 2  # the same, and the pool's process must start a worker for it (there is room)
+_TIMED_OUT = 3  # none was left and its time is up: it left the line
+_DROPPED = 4  # it is no longer in line (its caller died): it must start over
+_CLOSED = 5  # the pool stopped
+
+
+class _Wake:
+    """What a waiter's reply resolves to when it is woken rather than handed a worker."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<pool wake-up>"
+
+
+_WAKE = _Wake()
+
 
 class _Waiter:
-    """A checkout waiting in line; ``reply`` resolves to the worker."""
+    """A checkout waiting in line.
 
-    __slots__ = ("caller", "reply")
+    ``reply`` resolves to the worker (a hand-off) or to ``_WAKE``; a woken waiter
+    that goes back to sleep gets a fresh one. ``since``: when the checkout began
+    (its wait counts from then, also after it lost a race).
+    """
 
-    def __init__(self, caller: Pid) -> None:
+    __slots__ = ("caller", "reply", "since")
+
+    def __init__(self, caller: Pid, since: float) -> None:
         self.caller = caller
+        self.since = since
         self.reply = core.Reply()
 
 
 class _Table:
-    """A pool's state, shared by its callers and its process (see above).
-
-    Invariant: ``idle`` is empty while ``waiters`` is not (a free worker goes to
-    the oldest waiter first), so a checkout never overtakes a waiting one.
-    """
+    """A pool's state, shared by its callers and its process (see above)."""
 
     __slots__ = (
         "closed",
@@ -247,6 +321,7 @@ class _Table:
         "lock",
         "max_overflow",
         "pool",
+        "reason",
         "retiring",
         "since",
         "size",
@@ -256,6 +331,7 @@ class _Table:
         "void",
         "waiters",
         "watched",
+        "woken",
         "workers",
     )
 
@@ -275,14 +351,20 @@ class _Table:
         self.leases: dict[Pid, Pid] = {}  # checked-out worker -> the caller holding it
         self.void: dict[Pid, Pid] = {}  # worker that died checked out -> its holder
         self.waiters: deque[_Waiter] = deque()  # waiting checkouts, oldest first
+        self.woken = False  # waiters[0] was woken (its reply holds _WAKE) and is coming back
         self.watched: set[Pid] = set()  # callers the pool monitors (or is told to)
         self.retiring: set[Pid] = set()  # workers being stopped (no longer lent out)
         self.starting = 0  # worker starts the pool's process has decided on and not finished
         self.sweeping = False  # a _SWEEP_MSG (message or timer) is on its way to the pool
         self.closed = False  # the pool stopped: nothing is lent out any more
+        self.reason: Any = None  # why it stopped (for a woken waiter that comes back after)
 
     def excess(self) -> bool:
         return len(self.workers) + self.starting > self.size
+
+    def starving(self, now: float) -> bool:
+        """Whether the oldest waiter has waited ``HANDOFF_AFTER``: nobody may overtake it."""
+        return bool(self.waiters) and now - self.waiters[0].since >= HANDOFF_AFTER
 
     def take(self, caller: Pid) -> Pid:
         """Lend an idle worker to ``caller`` (there is one)."""
@@ -292,44 +374,135 @@ class _Table:
             del self.since[pid]
         return pid
 
+    def make_idle(self, pid: Pid) -> None:
+        self.idle.append(pid)
+        if self.ttl:
+            self.since[pid] = time.monotonic()
+
     def hand_off(self, pid: Pid) -> int:
-        """Give a free worker to the oldest waiter, else make it idle, or retire it."""
+        """A worker came free: hand it to the oldest waiter, or wake that one, or make it
+        idle, or retire it."""
         waiters = self.waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if waiter.reply.resolve(True, pid):  # else that checkout timed out or its caller died
-                self.leases[pid] = waiter.caller
-                return _NOTHING
+        if not waiters and len(self.workers) + self.starting <= self.size:  # the usual case
+            self.idle.append(pid)
+            if self.ttl:
+                self.since[pid] = time.monotonic()
+            return _NOTHING
+        if waiters and not self.woken:  # then nothing is idle: `pid` is the one to give
+            now = time.monotonic()
+            while waiters:
+                head = waiters[0]
+                if now - head.since >= HANDOFF_AFTER:
+                    waiters.popleft()
+                    if head.reply.resolve(True, pid):
+                        self.leases[pid] = head.caller
+                        return _NOTHING
+                elif head.reply.resolve(True, _WAKE):
+                    self.woken = True
+                    break
+                else:
+                    waiters.popleft()  # that checkout timed out or its caller died
+        if waiters:  # the woken head comes to take it (unless a new checkout comes first)
+            self.make_idle(pid)
+            return _NOTHING
         if self.excess():
             if not self.ttl:
                 self.workers.discard(pid)
                 self.retiring.add(pid)
                 return _RETIRE
-            self.idle.append(pid)
-            self.since[pid] = time.monotonic()
+            self.make_idle(pid)
             if self.sweeping:
                 return _NOTHING
             self.sweeping = True
             return _SWEEP
-        self.idle.append(pid)
-        if self.ttl:
-            self.since[pid] = time.monotonic()
+        self.make_idle(pid)
         return _NOTHING
 
-    def remove_waiter(self, waiter: _Waiter) -> None:
+    def settle(self) -> _Actions:
+        """Restore the invariant after the head of the line changed (the woken waiter took
+        a worker or left, a waiter's caller died): hand idle workers to old waiters, or wake
+        the head; with nobody left waiting, release the idle workers beyond ``size`` as a
+        check-in would have."""
+        waiters = self.waiters
+        idle = self.idle
+        if idle and waiters and not self.woken:
+            now = time.monotonic()
+            while idle and waiters:
+                head = waiters[0]
+                if now - head.since >= HANDOFF_AFTER:
+                    waiters.popleft()
+                    if head.reply.resolve(True, idle[-1] if self.lifo else idle[0]):
+                        self.take(head.caller)
+                elif head.reply.resolve(True, _WAKE):
+                    self.woken = True
+                    break
+                else:
+                    waiters.popleft()
+        if waiters or not idle or not self.excess() or self.closed:
+            return _NO_ACTIONS
+        if self.ttl:
+            if self.sweeping:
+                return _NO_ACTIONS
+            self.sweeping = True
+            return ((_SWEEP, idle[0]),)
+        actions = []
+        while idle and self.excess():
+            pid = idle.popleft()
+            self.workers.discard(pid)
+            self.retiring.add(pid)
+            actions.append((_RETIRE, pid))
+        return actions
+
+    def need(self) -> bool:
+        """Whether the pool's process must start a worker for the waiters (there is room)."""
+        room = len(self.workers) + self.starting < self.size + self.max_overflow
+        return room and len(self.waiters) > self.starting + len(self.idle)
+
+    def retry(self, waiter: _Waiter, deadline: float | None) -> tuple[int, Pid | None, _Actions]:
+        """A woken waiter came back: ``(outcome, worker, actions)``, outcome one of _GOT,
+        _AGAIN, _AGAIN_NEED, _TIMED_OUT, _DROPPED, _CLOSED."""
+        if self.closed:
+            return _CLOSED, None, _NO_ACTIONS
+        waiters = self.waiters
+        if not waiters or waiters[0] is not waiter:
+            return _DROPPED, None, _NO_ACTIONS
+        self.woken = False
+        if self.idle:
+            waiters.popleft()
+            pid = self.take(waiter.caller)
+            return _GOT, pid, self.settle()
+        if deadline is not None and time.monotonic() >= deadline:
+            waiters.popleft()
+            return _TIMED_OUT, None, self.settle()
+        waiter.reply = core.Reply()
+        # The worker it was woken for went to a new checkout: if the pool decided on no
+        # start when it counted that worker as this waiter's, it must think again.
+        return (_AGAIN_NEED if self.need() else _AGAIN), None, _NO_ACTIONS
+
+    def remove_waiter(self, waiter: _Waiter) -> _Actions:
+        """Take ``waiter`` out of line (its checkout raised), if it is still there."""
+        waiters = self.waiters
+        if waiters and waiters[0] is waiter:
+            waiters.popleft()
+            self.woken = False
+            return self.settle()
         try:
-            self.waiters.remove(waiter)
+            waiters.remove(waiter)
         except ValueError:
             pass  # it was served or dropped meanwhile
+        return _NO_ACTIONS
 
     def close(self, pid: Pid, reason: Any) -> None:
         """The pool ends (its exit hook, and the start of its terminate): fail every waiter."""
         with self.lock:
-            self.closed = True
+            if not self.closed:
+                self.closed = True
+                self.reason = reason
             waiters = list(self.waiters)
             self.waiters.clear()
+            self.woken = False
         for waiter in waiters:
-            waiter.reply.resolve(False, reason)
+            waiter.reply.resolve(False, reason)  # a woken one finds `closed` when it comes back
 
     def status(self) -> Pool.Status:
         with self.lock:
@@ -432,36 +605,78 @@ class _KillRetiring:
 def _checkout(table: _Table, timeout: float | None) -> Pid:
     me = core.self()
     t0 = time.monotonic()
-    telemetry.execute(
-        _START, {"monotonic_time": t0, "system_time": time.time()}, {"pool": table.ident}
-    )
-    while True:
-        with table.lock:
-            pid, waiter, need, watch = _step(table, me, timeout)
-        if not watch:
-            break
-        # Not monitored yet (or the pool saw this process die: then this send raises,
-        # as the process is dead, and no worker is taken).
-        try:
-            _send(table, _Watch(me))
-        except BaseException:
-            with table.lock:
-                table.watched.discard(me)
-            raise
-    if pid is None:
-        pid = _wait(table, waiter, need, timeout, t0)
-    telemetry.execute(
-        _STOP, {"duration": time.monotonic() - t0}, {"pool": table.ident, "worker": pid}
-    )
+    if telemetry._handlers_for(_START):
+        telemetry.execute(
+            _START, {"monotonic_time": t0, "system_time": time.time()}, {"pool": table.ident}
+        )
+    with table.lock:  # the usual case, inline: a worker is idle and nobody waits (see _step)
+        if table.idle and not table.waiters and me in table.watched and not table.closed:
+            pid: Pid | None = table.take(me)
+        else:
+            pid = None
+    try:
+        if pid is None:
+            pid = _obtain(table, me, timeout, t0)
+    except BaseException as exc:
+        if telemetry._handlers_for(_EXCEPTION):
+            now = time.monotonic()
+            stacktrace = traceback.StackSummary.extract(
+                traceback.walk_tb(exc.__traceback__), lookup_lines=False
+            )
+            telemetry.execute(
+                _EXCEPTION,
+                {"duration": now - t0, "monotonic_time": now},
+                {"pool": table.ident, "kind": type(exc), "reason": exc, "stacktrace": stacktrace},
+            )
+        raise
+    if telemetry._handlers_for(_STOP):
+        now = time.monotonic()
+        telemetry.execute(
+            _STOP,
+            {"duration": now - t0, "monotonic_time": now},
+            {"pool": table.ident, "worker": pid},
+        )
     return pid
 
 
+def _obtain(table: _Table, me: Pid, timeout: float | None, t0: float) -> Pid:
+    """Check out for ``me``: an idle worker at once, else wait in line."""
+    while True:
+        with table.lock:
+            pid, waiter, need, watch = _step(table, me, timeout, t0)
+        if watch:
+            # Not monitored yet (or the pool saw this process die: then this send raises,
+            # as the process is dead, and no worker is taken).
+            try:
+                _send(table, _Watch(me))
+            except BaseException:
+                with table.lock:
+                    table.watched.discard(me)
+                raise
+            continue
+        if pid is not None:
+            return pid
+        if waiter is None:
+            what = f"Pool.checkout({table.ident!r})"
+            with table.lock:
+                closed = table.closed
+            if closed:
+                raise NoProcError(table.ident, what)
+            raise Timeout(f"{what}, asking for an idle worker,", timeout)
+        pid = _wait(table, waiter, need, timeout, t0)
+        if pid is not None:
+            return pid
+        # The waiter was dropped while it was woken: its caller died and the pool saw
+        # the Down. Starting over fails as a dead process's checkout does (see _step).
+
+
 def _step(
-    table: _Table, me: Pid, timeout: float | None
+    table: _Table, me: Pid, timeout: float | None, t0: float
 ) -> tuple[Pid | None, _Waiter | None, bool, bool]:
     """One try at a checkout, under the lock: ``(worker, waiter, need, watch)``.
 
-    A worker if one is idle and nobody waits; else a waiter put in line
+    A worker if one is idle and the oldest waiter (if any) has waited less
+    than ``HANDOFF_AFTER``; else a waiter put at the end of the line
     (``need``: the pool's process must start a worker for it); ``watch``: the
     caller must first have the pool monitor it (it is put in ``watched`` now).
     """
@@ -470,55 +685,79 @@ def _step(
             return None, None, False, False
         table.watched.add(me)
         return None, None, False, True
-    if table.idle and not table.waiters and not table.closed:
-        return table.take(me), None, False, False
-    if timeout == 0 or table.closed:
+    if table.closed:
         return None, None, False, False
-    waiter = _Waiter(me)
+    if table.idle and not (table.waiters and table.starving(time.monotonic())):
+        return table.take(me), None, False, False
+    if timeout == 0:
+        return None, None, False, False
+    waiter = _Waiter(me, t0)
     table.waiters.append(waiter)
-    need = (
-        len(table.workers) + table.starting < table.size + table.max_overflow
-        and len(table.waiters) > table.starting
-    )
-    return None, waiter, need, False
+    return None, waiter, table.need(), False
 
 
 def _wait(
-    table: _Table, waiter: _Waiter | None, need: bool, timeout: float | None, t0: float
-) -> Pid:
-    """Wait in line for a worker (or raise what a checkout that got nothing raises)."""
-    if waiter is None:
-        what = f"Pool.checkout({table.ident!r})"
-        with table.lock:
-            closed = table.closed
-        if closed:
-            raise NoProcError(table.ident, what)
-        raise Timeout(f"{what}, asking for an idle worker,", timeout)
+    table: _Table, waiter: _Waiter, need: bool, timeout: float | None, t0: float
+) -> Pid | None:
+    """Wait in line for a worker (or raise what a checkout that got nothing raises).
+
+    None: the waiter was dropped from the line while it was woken (its caller died).
+    """
+
+    def what() -> str:
+        return f"Pool.checkout({table.ident!r})"
+
+    deadline = None if timeout is None else t0 + timeout
     try:
         if need:
             _send(table, _NEED)
-        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - t0))
-        granted: Pid = core.wait_reply(
-            waiter.reply, left, lambda: f"Pool.checkout({table.ident!r})"
-        )
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            got = core.wait_reply(waiter.reply, left, what)
+            if got is not _WAKE:
+                granted: Pid = got
+                return granted
+            # Woken: an idle worker waits for this waiter, unless a new checkout took it.
+            with table.lock:
+                outcome, pid, actions = table.retry(waiter, deadline)
+                reason = table.reason
+            if actions:
+                _carry_out(table, actions)
+            if outcome == _GOT:
+                return pid
+            if outcome == _AGAIN_NEED:
+                _send(table, _NEED)
+            elif outcome != _AGAIN:
+                break
+            # Wait on, at the head of the line, with a fresh reply.
     except Timeout:
-        with table.lock:
-            table.remove_waiter(waiter)
-        raise Timeout(
-            f"Pool.checkout({table.ident!r}), waiting for a free worker,", timeout
-        ) from None
+        outcome = _TIMED_OUT
     except BaseException:
         with table.lock:
-            table.remove_waiter(waiter)
+            actions = table.remove_waiter(waiter)
+        if actions:
+            _carry_out(table, actions)
         raise
-    return granted
+    if outcome == _DROPPED:
+        return None
+    if outcome == _CLOSED:
+        raise ExitError(reason, what())
+    with table.lock:  # a timeout; the waiter may have left the line already (retry)
+        actions = table.remove_waiter(waiter)
+    if actions:
+        _carry_out(table, actions)
+    raise Timeout(f"{what()}, waiting for a free worker,", timeout)
 
 
 def _checkin(table: _Table, pid: Pid, what: str) -> None:
+    # A caller that saw its worker die (a call to it raised) may check it in before the
+    # pool's process has handled the worker's exit: such a worker is not lent out again;
+    # it stays counted in `workers` until that exit comes and a replacement is started.
+    alive = core.is_alive(pid)
     with table.lock:
         holder = table.leases.pop(pid, None)
         if holder is not None:
-            action = table.hand_off(pid)
+            action = table.hand_off(pid) if alive else _NOTHING
         elif table.void.pop(pid, None) is not None or table.closed:
             action = _NOTHING  # the worker died while checked out, or the pool is gone
         else:
@@ -530,20 +769,23 @@ def _checkin(table: _Table, pid: Pid, what: str) -> None:
             f"{what}: {pid!r} is not checked out from pool {table.ident!r}; "
             "check in only a pid that Pool.checkout returned, and only once"
         )
-    if action == _RETIRE:
+    _carry_out(table, ((action, pid),))
+
+
+def _carry_out(table: _Table, actions: _Actions) -> None:
+    """Tell the pool's process what a locked step left it to do (``_RETIRE``, ``_SWEEP``)."""
+    for i, (action, pid) in enumerate(actions):
         try:
-            _send(table, _Retire(pid))
-        except BaseException:  # the caller is dead: stop the worker without the pool's help
-            with table.lock:
-                table.retiring.discard(pid)
-            core.kill_quietly(pid, unlink=table.pool)
-            raise
-    else:
-        try:
-            _send(table, _SWEEP_MSG)
-        except BaseException:
-            with table.lock:
-                table.sweeping = False
+            _send(table, _Retire(pid) if action == _RETIRE else _SWEEP_MSG)
+        except BaseException:  # the caller is dead: undo, or stop the workers without the pool
+            for undone, worker in actions[i:]:
+                if undone == _RETIRE:
+                    with table.lock:
+                        table.retiring.discard(worker)
+                    core.kill_quietly(worker, unlink=table.pool)
+                else:
+                    with table.lock:
+                        table.sweeping = False
             raise
 
 
@@ -612,11 +854,8 @@ class _PoolServer(GenServer):
         if self.retry is not None or t.closed:
             return 0
         total = len(t.workers) + t.starting
-        n = max(
-            t.size - total,
-            min(len(t.waiters) - t.starting, t.size + t.max_overflow - total),
-            0,
-        )
+        unserved = len(t.waiters) - len(t.idle) - t.starting  # idle ones go to the woken head
+        n = max(t.size - total, min(unserved, t.size + t.max_overflow - total), 0)
         t.starting += n
         return n
 
@@ -679,7 +918,9 @@ class _PoolServer(GenServer):
         with t.lock:
             t.sweeping = False
             now = time.monotonic()
-            while t.idle and not t.closed and t.excess():
+            # With waiters in line, the idle workers are theirs; `settle` sends for a sweep
+            # again once the line is empty.
+            while t.idle and not t.closed and not t.waiters and t.excess():
                 oldest = t.idle[0]
                 due = t.since[oldest] + t.ttl
                 if due > now:
@@ -765,23 +1006,26 @@ class _PoolServer(GenServer):
             for w in [w for w, h in t.void.items() if h == caller]:
                 del t.void[w]
             if any(w.caller == caller for w in t.waiters):
+                if t.woken and t.waiters[0].caller == caller:
+                    t.woken = False  # it was woken and will not come: settle wakes the next
                 t.waiters = deque(w for w in t.waiters if w.caller != caller)
             if kill:
                 for w in held:
                     t.workers.discard(w)
                     t.retiring.add(w)
+                actions.extend(t.settle())
                 n = self._plan_starts()
             else:
                 actions = [(t.hand_off(w), w) for w in held]
+                actions.extend(t.settle())
                 n = 0
         if kill:
             for w in held:
                 _log.info("%s: %r died holding worker %r: killing it", self.label, caller, w)
                 self._retire(w, kill=True)
             self._start_workers(n)
-        else:
-            for action, w in actions:
-                self._act(action, w)
+        for action, w in actions:
+            self._act(action, w)
 
     def terminate(self, reason: Any) -> None:
         t = self.table
@@ -821,6 +1065,12 @@ class Pool:
         Pool.stop(pool)
 
     All functions take the pool's pid or its name.
+
+    Waiters are served first come, first served; a checkout may take a worker
+    that was just checked in ahead of waiters that have waited less than 1 ms
+    (``HANDOFF_AFTER``), as Go's mutex does, so a busy pool does not pay a
+    thread hand-off per transaction; no waiter is overtaken once it has waited
+    1 ms.
     """
 
     __module__ = "otpy.pool"
@@ -838,7 +1088,8 @@ class Pool:
             state: ``"ready"`` (a worker is idle), ``"overflow"`` (none is
                 idle, and more overflow workers may start) or ``"full"``
                 (none is idle, and the overflow is at ``max_overflow``).
-            available: idle workers.
+            available: idle workers (while waiters are in line, the oldest
+                one has been woken to take one).
             overflow: workers beyond ``size`` (running or being started).
             checked_out: workers lent out now.
             waiting: checkouts waiting for a worker.
@@ -941,8 +1192,10 @@ class Pool:
     def checkout(pool: object, timeout: float | None = 5.0) -> Pid:
         """Borrow a worker: an idle one, a new overflow worker, or the next one checked in.
 
-        Waiting checkouts are served in the order they came. ``timeout=0``
-        never waits; ``None`` waits as long as it takes. A worker that comes
+        Waiting checkouts are served in the order they came; a new checkout
+        may take a worker just checked in ahead of them only while the oldest
+        has waited less than ``HANDOFF_AFTER`` (1 ms). ``timeout=0`` never
+        waits; ``None`` waits as long as it takes. A worker that comes
         free just as the timeout passes is either returned (it came first) or
         goes to the next in line: a checkout that raises ``Timeout`` holds and
         reserves nothing.

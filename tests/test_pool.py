@@ -1,11 +1,18 @@
 """Tests for ``otpy.pool`` (API.md, "Worker pools").
 
 start_link / start / child_spec / stop and their options, checkout (waiting,
-FIFO service, timeouts that leave nothing reserved, timeout=0), checkin,
-worker(), transaction(), status() and its states, lifo/fifo, overflow and
-overflow_ttl, replacement of dead workers, caller death (kill / checkin),
-workers that fail to start, telemetry, and stress tests (concurrent
-transactions, random caller kills, timeouts racing check-ins).
+FIFO service, timeouts that leave nothing reserved, timeout=0), overtaking
+(a new checkout may take a worker ahead of waiters younger than
+HANDOFF_AFTER, never ahead of older ones), checkin, worker(), transaction(),
+status() and its states, lifo/fifo, overflow and overflow_ttl, replacement of
+dead workers, caller death (kill / checkin), workers that fail to start,
+telemetry (start, stop, exception), and stress tests (concurrent
+transactions, random caller kills, timeouts racing check-ins and wake-ups, a
+pool stopped under contention).
+
+Some tests set ``otpy.pool.HANDOFF_AFTER`` (read at each decision) to 60 s,
+so that every waiter is served by a wake-up, or to 0, so that every waiter is
+handed its worker: that makes the two paths deterministic.
 """
 
 from __future__ import annotations
@@ -14,13 +21,15 @@ import logging
 import random
 import re
 import threading
+import traceback
 
 import pytest
 from conftest import WAIT, down_of, in_thread, nothing_pending, recv, tagged, wait_until
 
 import otpy
+import otpy.pool
 from otpy import telemetry
-from otpy.pool import Pool
+from otpy.pool import HANDOFF_AFTER, Pool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -124,11 +133,11 @@ def events(runtime):
         with lock:
             seen.append((event, measurements, metadata))
 
-    telemetry.attach("test-pool-start", ("otpy", "pool", "checkout", "start"), handler)
-    telemetry.attach("test-pool-stop", ("otpy", "pool", "checkout", "stop"), handler)
+    for kind in ("start", "stop", "exception"):
+        telemetry.attach(f"test-pool-{kind}", ("otpy", "pool", "checkout", kind), handler)
     yield seen
-    telemetry.detach("test-pool-start")
-    telemetry.detach("test-pool-stop")
+    for kind in ("start", "stop", "exception"):
+        telemetry.detach(f"test-pool-{kind}")
 
 
 # --- start_link, start, stop -------------------------------------------------------------------
@@ -353,11 +362,12 @@ class TestCheckout:
             recv(lambda m, n=n: m == ("released", n))
         assert Pool.status(pool) == Status("ready", 1, 0, 0, 0)
 
-    def test_a_new_checkout_does_not_overtake_a_waiting_one(self, runtime):
+    def test_a_new_checkout_does_not_overtake_a_waiter_that_waited_handoff_after(self, runtime):
         pool = Pool.start_link(spec(), size=1, max_overflow=0)
         pid = Pool.checkout(pool)
         Holder.spawn(pool, "w")
         waiting(pool, 1)
+        otpy.sleep(2 * HANDOFF_AFTER)  # noqa: SLEEP001 the waiter's age is the behaviour
         Pool.checkin(pool, pid)
         with pytest.raises(otpy.Timeout):
             Pool.checkout(pool, timeout=0)  # the worker went to the waiter
@@ -417,6 +427,130 @@ class TestCheckout:
             return pid
 
         assert in_thread(body) == in_thread(lambda: Pool.transaction(pool, lambda pid: pid))
+        settled(pool, 1)
+
+
+class TestOvertaking:
+    """A new checkout may take a worker ahead of waiters younger than HANDOFF_AFTER, never
+    ahead of an older one; waiters never overtake one another."""
+
+    def test_a_new_checkout_may_take_a_worker_ahead_of_a_young_waiter_which_keeps_its_place(
+        self, runtime, monkeypatch
+    ):
+        pool = Pool.start_link(spec(), size=1, max_overflow=0)
+        # White box: whether the woken waiter has come back yet has no public face.
+        table = otpy.pool._table_of(pool, "test")
+        pid = Pool.checkout(pool)
+        overtaken = 0
+        for n in range(50):
+            if overtaken == 4:
+                break
+            monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", 60.0)  # every waiter is young
+            holder = Holder.spawn(pool, n)
+            waiting(pool, 1)
+            Pool.checkin(pool, pid)  # the worker goes back, and the waiter is woken to take it
+            try:
+                pid = Pool.checkout(pool, timeout=0)  # races the woken waiter
+            except otpy.Timeout:
+                assert got(n) == pid  # the waiter came first this time
+            else:
+                overtaken += 1
+                wait_until(lambda: not table.woken)  # it came back, lost, and waits on
+                assert Pool.status(pool) == Status("full", 0, 0, 1, 1)
+                if overtaken % 2:
+                    # Still young: the next check-in wakes it again, and nobody competes.
+                    Pool.checkin(pool, pid)
+                else:
+                    # Old now: the next check-in is handed to it, as first in line, and a
+                    # new checkout cannot have it.
+                    monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", 0.0)
+                    Pool.checkin(pool, pid)
+                    with pytest.raises(otpy.Timeout):
+                        Pool.checkout(pool, timeout=0)
+                assert got(n) == pid
+            otpy.send(holder, "release")
+            recv(lambda m, n=n: m == ("released", n))
+            pid = Pool.checkout(pool, timeout=0)
+        assert overtaken == 4
+        Pool.checkin(pool, pid)
+        assert Pool.status(pool) == Status("ready", 1, 0, 0, 0)
+
+    def test_waiters_that_waited_handoff_after_are_served_in_order_while_others_compete(
+        self, runtime
+    ):
+        # The test holds the only worker while five waiters pile up and grow old; then it
+        # checks the worker in while two threads keep trying non-waiting checkouts. Every
+        # check-in must go to the next of the five, in the order they came, and the
+        # competitors get the worker only after the last of them.
+        pool = Pool.start_link(spec(), size=1, max_overflow=0)
+        lock = threading.Lock()
+        served = []
+        attempts = [0, 0]
+        stop = threading.Event()
+
+        def record(tag):
+            with lock:
+                served.append(tag)
+
+        def waiter(observer, n):
+            Pool.transaction(pool, lambda pid: record(n), timeout=WAIT)
+            otpy.send(observer, ("served", n))
+
+        def compete(i):
+            while not stop.is_set():
+                attempts[i] += 1
+                try:
+                    Pool.transaction(pool, lambda pid: record("new"), timeout=0)
+                except otpy.Timeout:
+                    pass
+
+        pid = Pool.checkout(pool)
+        for n in range(5):
+            otpy.spawn(waiter, otpy.self(), n)
+            waiting(pool, n + 1)
+        otpy.sleep(2 * HANDOFF_AFTER)  # noqa: SLEEP001 the waiters' age is the behaviour
+        threads = [threading.Thread(target=compete, args=(i,)) for i in range(2)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: min(attempts) > 0)  # both compete already
+        Pool.checkin(pool, pid)
+        for n in range(5):
+            recv(lambda m, n=n: m == ("served", n))
+        stop.set()
+        for thread in threads:
+            thread.join(WAIT)
+        assert served[:5] == [0, 1, 2, 3, 4]
+        assert all(tag == "new" for tag in served[5:])
+        settled(pool, 1)
+
+    def test_a_waiter_under_a_flood_of_new_checkouts_is_served(self, runtime):
+        pool = Pool.start_link(spec(), size=1, max_overflow=0)
+        stop = threading.Event()
+        done = [0] * 4  # transactions per flooding thread (each writes only its own slot)
+
+        def flood(i):
+            while not stop.is_set():
+                Pool.transaction(pool, lambda pid: None, timeout=WAIT)
+                done[i] += 1
+
+        def probe():
+            pid = Pool.checkout(pool, timeout=WAIT)  # Timeout if the flood starved it
+            Pool.checkin(pool, pid)
+            return pid
+
+        (worker,) = idle_workers(pool, 1)
+        threads = [threading.Thread(target=flood, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_until(lambda: min(done) >= 50)  # every thread is flooding
+            for _ in range(10):
+                assert in_thread(probe) == worker
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(WAIT)
+        assert not any(thread.is_alive() for thread in threads)
         settled(pool, 1)
 
 
@@ -644,6 +778,30 @@ class TestOverflow:
         assert stopped == {a, b}  # c went idle last
         assert Pool.status(pool) == Status("ready", 1, 0, 0, 0)
 
+    @pytest.mark.parametrize("overflow_ttl", [0.0, 0.05])
+    def test_an_overflow_worker_left_idle_by_a_woken_waiter_is_still_stopped(
+        self, runtime, monkeypatch, overflow_ttl
+    ):
+        # Both workers come back while a waiter is in line: the first wakes it, the second
+        # (usually before it came back) goes idle too. It takes one; the other is beyond
+        # size with nobody waiting, and must be stopped as a check-in would stop it.
+        monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", 60.0)  # served by a wake-up
+        pool = Pool.start_link(spec(), size=1, max_overflow=1, overflow_ttl=overflow_ttl)
+        a, b = Pool.checkout(pool), Pool.checkout(pool)
+        refs = {otpy.monitor(pid): pid for pid in (a, b)}
+        holder = Holder.spawn(pool, "w")
+        waiting(pool, 1)
+        Pool.checkin(pool, b)
+        Pool.checkin(pool, a)
+        held = got("w")
+        down = recv(lambda m: isinstance(m, otpy.Down) and m.ref in refs)
+        assert down.reason == "shutdown"
+        assert refs[down.ref] != held
+        assert Pool.status(pool) == Status("overflow", 0, 0, 1, 0)
+        otpy.send(holder, "release")
+        recv(lambda m: m == ("released", "w"))
+        assert Pool.status(pool) == Status("ready", 1, 0, 0, 0)
+
 
 # --- dying workers, dying callers, failing starts ---------------------------------------------------
 
@@ -673,6 +831,44 @@ class TestWorkerDeath:
         Pool.checkin(pool, pid)  # void: no error, no effect
         assert Pool.status(pool) == Status("ready", 1, 0, 0, 0)
         assert Pool.checkout(pool) == new
+
+    def test_a_worker_checked_in_dead_before_the_pool_saw_its_exit_is_not_lent_again(
+        self, runtime, caplog
+    ):
+        # The pool's process is kept busy starting an overflow worker for a waiter, so it
+        # cannot handle the exit of a worker that crashed; the caller, which saw it die,
+        # checks it in meanwhile: it must not go to the waiter, nor to anyone else.
+        caplog.set_level(logging.CRITICAL + 1, logger="otpy")
+        go_on = threading.Event()
+        calls = []
+
+        def start():
+            calls.append(1)
+            if len(calls) == 3:
+                go_on.wait(WAIT)
+            return Worker.start_link()
+
+        worker_spec = otpy.ChildSpec(id="w", start=(start, (), {}))
+        pool = Pool.start_link(worker_spec, size=2, max_overflow=1)
+        a, b = Pool.checkout(pool), Pool.checkout(pool)
+        holder = Holder.spawn(pool, "w")
+        wait_until(lambda: len(calls) == 3)  # the pool is inside the overflow start
+        ref = otpy.monitor(a)
+        otpy.GenServer.cast(a, "crash")
+        recv(down_of(ref))
+        Pool.checkin(pool, a)
+        with pytest.raises(otpy.Timeout):
+            Pool.checkout(pool, timeout=0)
+        assert Pool.status(pool) == Status("full", 0, 1, 1, 1)
+        go_on.set()
+        new = got("w")  # the overflow worker, once started
+        assert new not in (a, b)
+        assert otpy.is_alive(new)
+        otpy.send(holder, "release")
+        recv(lambda m: m == ("released", "w"))
+        Pool.checkin(pool, b)
+        settled(pool, 2)
+        assert a not in idle_workers(pool, 2)
 
     def test_a_worker_dying_in_a_transaction_leaves_the_pool_whole(self, runtime, caplog):
         caplog.set_level(logging.CRITICAL + 1, logger="otpy")
@@ -756,10 +952,16 @@ class TestCallerDeath:
         Pool.checkin(pool, pid)
         assert Pool.status(pool) == Status("ready", 1, 0, 0, 0)
 
-    def test_a_worker_checked_in_skips_a_waiter_that_gave_up_before_the_pool_noticed(self, runtime):
+    @pytest.mark.parametrize("handoff_after", [None, 60.0])
+    def test_a_worker_checked_in_skips_a_waiter_that_gave_up_before_the_pool_noticed(
+        self, runtime, monkeypatch, handoff_after
+    ):
         # The pool's process is kept busy starting an overflow worker, so it cannot
-        # handle the Down of a waiter that was killed: the dead waiter is still in line
-        # when the worker comes back, and the worker must go to the next one.
+        # handle the Down of a waiter that was killed: the dead waiter may still be in line
+        # when the worker comes back, and the worker must go to the next one (handed to it,
+        # or, with HANDOFF_AFTER at 60 s, by waking it).
+        if handoff_after is not None:
+            monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", handoff_after)
         go_on = threading.Event()
         calls = []
 
@@ -883,7 +1085,11 @@ class TestTelemetry:
         assert set(start[1]) == {"monotonic_time", "system_time"}
         assert stop[0] == ("otpy", "pool", "checkout", "stop")
         assert stop[2] == {"pool": "db", "worker": pid}
+        assert set(stop[1]) == {"duration", "monotonic_time"}
         assert 0 <= stop[1]["duration"] < WAIT
+        assert stop[1]["monotonic_time"] == pytest.approx(
+            start[1]["monotonic_time"] + stop[1]["duration"]
+        )
         Pool.checkin(pool, pid)
 
     def test_the_duration_of_a_waiting_checkout_covers_the_wait(self, runtime, events):
@@ -900,13 +1106,70 @@ class TestTelemetry:
         assert stop[0][2] == {"pool": pool, "worker": pid}
         assert stop[0][1]["duration"] >= 0.05
 
-    def test_a_checkout_that_times_out_emits_no_stop(self, runtime, events):
+    @pytest.mark.parametrize("timeout", [0, 0.02])
+    def test_a_checkout_that_times_out_emits_exception_instead_of_stop(
+        self, runtime, events, timeout
+    ):
         pool = Pool.start_link(spec(), size=1, max_overflow=0)
         Pool.checkout(pool)
         events.clear()
-        with pytest.raises(otpy.Timeout):
-            Pool.checkout(pool, timeout=0)
-        assert [e[0][-1] for e in events] == ["start"]
+        with pytest.raises(otpy.Timeout) as info:
+            Pool.checkout(pool, timeout=timeout)
+        assert [e[0][-1] for e in events] == ["start", "exception"]
+        (start, (event, measurements, metadata)) = events
+        assert event == ("otpy", "pool", "checkout", "exception")
+        assert set(measurements) == {"duration", "monotonic_time"}
+        assert measurements["duration"] >= timeout
+        assert measurements["monotonic_time"] >= start[1]["monotonic_time"]
+        assert set(metadata) == {"pool", "kind", "reason", "stacktrace"}
+        assert metadata["pool"] == pool
+        assert metadata["kind"] is otpy.Timeout
+        assert metadata["reason"] is info.value
+        assert isinstance(metadata["stacktrace"], traceback.StackSummary)
+
+    def test_a_checkout_failed_by_the_pool_stopping_emits_exception(self, runtime, events):
+        pool = Pool.start(spec(), size=1, max_overflow=0)
+        Pool.checkout(pool)
+        Holder.spawn(pool, "w")
+        waiting(pool, 1)
+        Pool.stop(pool, reason="shutdown")
+        assert recv(tagged("exit_error"))[1:] == ("w", "shutdown")
+        failed = [e for e in events if e[0][-1] == "exception"]
+        assert len(failed) == 1
+        assert failed[0][2]["kind"] is otpy.ExitError
+        assert failed[0][2]["reason"].reason == "shutdown"
+
+    def test_the_open_telemetry_bridge_ends_the_span_of_a_failed_checkout(self, runtime):
+        pytest.importorskip("opentelemetry.sdk")
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+        from opentelemetry.trace import StatusCode
+
+        from otpy.telemetry import otel
+
+        exporter = InMemorySpanExporter()
+        tracer_provider = TracerProvider(shutdown_on_exit=False)
+        tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        meter_provider = MeterProvider(
+            metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False
+        )
+        pool = Pool.start_link(spec(), size=1, max_overflow=0)
+        try:
+            with otel.instrument(tracer_provider, meter_provider):
+                pid = Pool.checkout(pool)
+                with pytest.raises(otpy.Timeout):
+                    Pool.checkout(pool, timeout=0)
+                Pool.checkin(pool, pid)
+            spans = exporter.get_finished_spans()
+        finally:
+            tracer_provider.shutdown()
+            meter_provider.shutdown()
+        assert [span.name for span in spans] == ["otpy.pool.checkout"] * 2
+        assert spans[0].status.status_code is not StatusCode.ERROR
+        assert spans[1].status.status_code is StatusCode.ERROR
 
 
 # --- supervision ---------------------------------------------------------------------------------
@@ -978,11 +1241,15 @@ class TestStress:
         assert 3 <= peak[0] <= 5
         settled(pool, 3)
 
-    @pytest.mark.parametrize("on_caller_exit", ["kill", "checkin"])
+    @pytest.mark.parametrize(
+        ("on_caller_exit", "handoff_after"), [("kill", None), ("checkin", None), ("kill", 60.0)]
+    )
     def test_a_thousand_checkouts_with_random_caller_kills_leave_the_pool_exact(
-        self, runtime, caplog, on_caller_exit
+        self, runtime, caplog, monkeypatch, on_caller_exit, handoff_after
     ):
         caplog.set_level(logging.CRITICAL + 1, logger="otpy")
+        if handoff_after is not None:  # every waiter is woken, never handed a worker
+            monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", handoff_after)
         size = 3
         pool = Pool.start_link(spec(), size=size, max_overflow=2, on_caller_exit=on_caller_exit)
         rng = random.Random(20240601)
@@ -1039,3 +1306,80 @@ class TestStress:
         assert recv(down_of(ref)).reason == "normal"
         settled(pool, 1)
         assert outcomes["got"] and outcomes["timeout"]  # both sides of the race happened
+
+    @pytest.mark.parametrize(
+        ("handoff_after", "overflow_ttl"), [(None, 0.0), (60.0, 0.0), (None, 0.002)]
+    )
+    def test_short_timeouts_under_contention_leave_the_pool_exact(
+        self, runtime, monkeypatch, handoff_after, overflow_ttl
+    ):
+        # Six threads compete for two workers and one overflow worker, with timeouts so short
+        # that many run out: some as a worker comes free, some just after their waiter was
+        # woken. With HANDOFF_AFTER at 60 s every waiter is served by a wake-up (never by a
+        # hand-off) and races the new checkouts each time.
+        if handoff_after is not None:
+            monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", handoff_after)
+        pool = Pool.start_link(spec(), size=2, max_overflow=1, overflow_ttl=overflow_ttl)
+        lock = threading.Lock()
+        in_use: set = set()
+        outcomes = {"got": 0, "timeout": 0}
+        wrong = []
+
+        def body(seed):
+            rng = random.Random(seed)
+            for _ in range(300):
+                try:
+                    pid = Pool.checkout(pool, timeout=rng.choice([0, 0.0002, 0.001, 0.005]))
+                except otpy.Timeout:
+                    with lock:
+                        outcomes["timeout"] += 1
+                    continue
+                with lock:
+                    if pid in in_use:
+                        wrong.append(pid)
+                    in_use.add(pid)
+                    outcomes["got"] += 1
+                if rng.random() < 0.3:
+                    otpy.sleep(rng.choice([0.0001, 0.0005]))  # noqa: SLEEP001 holding is the behaviour
+                with lock:
+                    in_use.discard(pid)
+                Pool.checkin(pool, pid)
+
+        threads = [threading.Thread(target=body, args=(seed,)) for seed in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT * 2)
+        assert not any(thread.is_alive() for thread in threads)
+        assert not wrong, "one worker lent to two callers at once"
+        assert outcomes["got"] and outcomes["timeout"]  # both sides of the race happened
+        settled(pool, 2)
+        assert len(set(idle_workers(pool, 2))) == 2
+
+    @pytest.mark.parametrize("handoff_after", [None, 60.0])
+    def test_a_pool_stopped_under_contention_fails_every_waiter(
+        self, runtime, monkeypatch, handoff_after
+    ):
+        if handoff_after is not None:  # every waiter is woken, never handed a worker
+            monkeypatch.setattr(otpy.pool, "HANDOFF_AFTER", handoff_after)
+        pool = Pool.start(spec(), size=1, max_overflow=0)
+        me = otpy.self()
+
+        def body(n):
+            rounds = 0
+            try:
+                while True:
+                    Pool.transaction(pool, lambda pid: None, timeout=WAIT)
+                    rounds += 1
+                    if rounds == 20:
+                        otpy.send(me, ("busy", n))
+            except (otpy.ExitError, otpy.NoProcError) as exc:
+                otpy.send(me, ("ended", n, type(exc)))
+
+        for n in range(6):
+            otpy.spawn(body, n)
+        for _ in range(6):
+            recv(tagged("busy"))
+        Pool.stop(pool, reason="shutdown")
+        ends = [recv(tagged("ended")) for _ in range(6)]
+        assert sorted(n for _, n, _ in ends) == list(range(6))
