@@ -152,6 +152,8 @@ class TestDemoCommand:
             "kv_store",
             "url_checker",
             "rate_limit",
+            "pool",
+            "pipeline",
             "word_count",
             "log_aggregation",
         ]

@@ -46,6 +46,14 @@ DEMOS: dict[str, tuple[str, str]] = {
         "rate_limit",
         "fetch from a misbehaving local server through a token bucket, retrying selectively",
     ),
+    "pool": (
+        "pool",
+        "a pool of pretend database connections under load: crashes, a killed caller, overflow",
+    ),
+    "pipeline": (
+        "pipeline",
+        "orders from a producer or a broker into SQLite: at-least-once, idempotent batch upserts",
+    ),
     "word_count": (
         "word_count",
         "count the words of a few MB of text with otpy.flow, the same as a sequential Counter",
