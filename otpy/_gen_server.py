@@ -113,6 +113,8 @@ IGNORE: Final = _Sentinel("IGNORE")
 """Returned by ``init``: do not start; ``start_link`` returns ``None``."""
 
 From = Call
+Call.__module__ = "otpy"  # tracebacks and help() show otpy.From
+Call.__name__ = Call.__qualname__ = "From"
 """The type of ``caller`` in ``handle_call``: has ``.pid``; answer it with ``GenServer.reply``."""
 
 

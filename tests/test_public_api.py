@@ -70,7 +70,30 @@ SUPERVISION = [
     "TaskSupervisor",
     "Backoff",
 ]
-PUBLIC = RUNTIME + PROCESSES + GEN_SERVER + AGENT + TASK + ERRORS + CORE_ADDITIONS + SUPERVISION
+# API.md's "Names the built layers added" and "Running a service".
+LAYER_ADDITIONS = [
+    "RESTARTING",
+    "NOPROC",
+    "TIMEOUT",
+    "Ref",
+    "TimerRef",
+    "From",
+    "Partition",
+    "SupervisorSpec",
+    "AsyncStream",
+    "run",
+]
+PUBLIC = (
+    RUNTIME
+    + PROCESSES
+    + GEN_SERVER
+    + AGENT
+    + TASK
+    + ERRORS
+    + CORE_ADDITIONS
+    + SUPERVISION
+    + LAYER_ADDITIONS
+)
 
 SUBMODULES = {
     "telemetry": ["attach", "attach_many", "detach", "list_handlers", "execute", "span", "Handler"],
@@ -231,3 +254,33 @@ def test_submodules_have_their_documented_names(runtime, module, names):
     mod = importlib.import_module(f"otpy.{module}")
     assert [name for name in names if not hasattr(mod, name)] == []
     assert getattr(otpy, module) is mod  # `from otpy import telemetry` works after `import otpy`
+
+
+def test_every_exported_name_is_in_the_contract(runtime):
+    assert sorted(set(otpy.__all__) - set(PUBLIC)) == []
+
+
+@pytest.mark.parametrize("name", ["From", "TimerRef"])
+def test_from_and_timer_ref_present_themselves_by_their_public_names(runtime, name):
+    cls = getattr(otpy, name)
+    assert (cls.__module__, cls.__name__) == ("otpy", name)
+    assert repr(cls) == f"<class 'otpy.{name}'>"
+    assert "Example::" in (cls.__doc__ or "")
+
+
+def test_a_timer_ref_says_what_became_of_it(runtime):
+    tref = otpy.send_after(60, otpy.self(), "never")
+    assert repr(tref).startswith("<otpy.TimerRef due in ")
+    tref.cancel()
+    assert repr(tref) == "<otpy.TimerRef cancelled>"
+    fired = otpy.send_after(0, otpy.self(), "now")
+    otpy.receive(timeout=5, match=lambda m: m == "now")
+    assert repr(fired) == "<otpy.TimerRef fired>"
+
+
+def test_a_caller_shows_its_pid(runtime):
+    class Show(otpy.GenServer):
+        def handle_call(self, request, caller):
+            return repr(caller)
+
+    assert otpy.GenServer.call(Show.start(), "?") == f"<otpy.From {otpy.self()!r}>"

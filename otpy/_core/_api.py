@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 TimerRef = Timer
+Timer.__name__ = Timer.__qualname__ = "TimerRef"  # as users see it: otpy.TimerRef
 
 
 @runtime_checkable

@@ -187,10 +187,20 @@ class Reply:
 
 
 class Call(Reply):
-    """A synchronous request: the message, the caller's handle and the reply slot.
+    """The caller of a ``handle_call`` (``otpy.From``): answer it now or later.
 
-    Users see it as the ``caller`` argument of ``handle_call``; answer it with
-    ``otpy.GenServer.reply(caller, value)`` (or ``caller.reply(value)``).
+    Example::
+
+        def handle_call(self, request, caller):      # caller is an otpy.From
+            self.waiting.append(caller)
+            return otpy.NOREPLY                      # answer later ...
+
+        def handle_info(self, message):
+            otpy.GenServer.reply(self.waiting.pop(0), "done")   # ... here
+
+    ``caller.pid`` is the calling process. An answer after the caller's
+    timeout, or a second answer, is dropped: the first of a reply, the
+    server's death or the caller's timeout decides the outcome.
     """
 
     __slots__ = ("pid", "request", "waker")
@@ -219,7 +229,7 @@ class Call(Reply):
         self.resolve(True, value)
 
     def __repr__(self) -> str:
-        return f"<otpy caller {self.pid!r}>"
+        return f"<otpy.From {self.pid!r}{' (answered)' if self.done else ''}>"
 
 
 def _interrupt_thread(tid: int) -> bool:

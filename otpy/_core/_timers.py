@@ -27,7 +27,20 @@ _log = logging.getLogger("otpy.timers")
 
 
 class Timer:
-    """A scheduled action; ``cancel()`` returns the seconds that were left, or None."""
+    """A timer from ``otpy.send_after`` (``otpy.TimerRef``): cancel it, or ask how long is left.
+
+    Example::
+
+        tref = otpy.send_after(5.0, otpy.self(), "tick")
+        tref.read()       # seconds until it fires (None once it fired or was cancelled)
+        tref.cancel()     # the seconds that were left, or None if it fired already
+        otpy.cancel_timer(tref)   # the same as tref.cancel()
+
+    A timer whose target is a pid dies with that process: it never fires for
+    a dead process, and ``read()`` says None then.
+    """
+
+    __module__ = "otpy"
 
     __slots__ = ("_action", "_state", "deadline", "owner", "wheel")
 
@@ -43,9 +56,15 @@ class Timer:
         self._state = 0
 
     def __repr__(self) -> str:
-        return f"<otpy timer due in {self.deadline - time.monotonic():.3f}s>"
+        state = self._state
+        if state == 1:
+            return "<otpy.TimerRef fired>"
+        if state == 2:
+            return "<otpy.TimerRef cancelled>"
+        return f"<otpy.TimerRef due in {max(0.0, self.deadline - time.monotonic()):.3f}s>"
 
     def cancel(self) -> float | None:
+        """Cancel the timer: the seconds that were left, or None if it fired or was cancelled."""
         return self.wheel._cancel(self)
 
     def read(self) -> float | None:
