@@ -1,4 +1,12 @@
-"""Shared fixtures and helpers: every test gets its own Runtime and must leave nothing behind."""
+"""Shared fixtures and helpers: every test gets its own Runtime and must leave nothing behind.
+
+The Runtime comes from otpy's own pytest plugin (``otpy.testing.plugin``):
+``runtime`` is its ``otpy_runtime`` under the name the suite has always used,
+and this file adds the suite's stricter rule that no thread a test started
+(not only the runtime's pool threads) may outlive it. The plugin is loaded by
+its ``pytest11`` entry point once otpy is installed with it; until then (or
+with ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``), :func:`pytest_configure` loads it.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +25,11 @@ WAIT = 5.0
 
 
 def recv(match=None, timeout: float = WAIT):
-    """The next message (that ``match`` accepts), within ``timeout``."""
+    """The next message (that ``match`` accepts), within ``timeout``; else ``otpy.Timeout``.
+
+    For a message that must come, use ``otpy.testing.assert_receive(match, WAIT)``
+    (a failure shows the mailbox); this is for code that handles the Timeout.
+    """
     return otpy.receive(timeout=timeout, match=match)
 
 
@@ -47,7 +59,10 @@ def raise_(exc: BaseException) -> None:
 
 
 def nothing_pending(match) -> bool:
-    """Whether no message matching ``match`` is in the mailbox right now."""
+    """Whether no message matching ``match`` is in the mailbox right now (it takes one that is).
+
+    ``assert nothing_pending(m)`` reads better as ``refute_receive(m, timeout=0)``.
+    """
     try:
         otpy.receive(timeout=0, match=match)
     except otpy.Timeout:
@@ -95,15 +110,29 @@ def trap(runtime: otpy.Runtime) -> Iterator[None]:
         otpy.trap_exits(False)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Load otpy's plugin unless pytest has it already (its entry point) or was told not to.
+
+    Declaring ``pytest_plugins = ["otpy.testing.plugin"]`` here instead would
+    register the module a second time once the ``pytest11`` entry point
+    (named ``otpy``) has loaded it, which pytest refuses; asking the plugin
+    manager at configure time works with and without the entry point, and
+    ``-p no:otpy`` is respected (the suite's fixtures are then missing).
+    """
+    plugins = config.pluginmanager
+    if not (
+        plugins.has_plugin("otpy")
+        or plugins.has_plugin("otpy.testing.plugin")
+        or plugins.is_blocked("otpy")
+    ):
+        plugins.import_plugin("otpy.testing.plugin")
+
+
 @pytest.fixture
-def runtime() -> Iterator[otpy.Runtime]:
-    """A fresh Runtime entered for the test; fails if processes or threads outlive it."""
+def _no_thread_left() -> Iterator[None]:
+    """Fail the test if a thread it started is still running after its runtime shut down."""
     before = set(threading.enumerate())
-    rt = otpy.Runtime()
-    with rt:
-        yield rt
-    # Leaving the block shut the runtime down: nothing of it may survive.
-    leftover = rt.processes()
+    yield
     deadline = time.monotonic() + 5.0
     while True:
         extra = [t for t in threading.enumerate() if t not in before and t.is_alive()]
@@ -111,4 +140,16 @@ def runtime() -> Iterator[otpy.Runtime]:
             break
         time.sleep(0.005)  # noqa: SLEEP001 polling with a deadline
     assert not extra, f"threads left behind: {extra}"
-    assert not leftover, f"processes left behind by the test: {leftover}"
+
+
+@pytest.fixture
+def otpy_runtime(_no_thread_left: None, otpy_runtime: otpy.Runtime) -> otpy.Runtime:
+    """The plugin's otpy_runtime, set up after (so torn down before) the thread check."""
+    return otpy_runtime
+
+
+@pytest.fixture
+def runtime(otpy_runtime: otpy.Runtime) -> otpy.Runtime:
+    """A fresh Runtime entered for the test (the plugin's ``otpy_runtime``); fails if
+    processes or threads outlive it."""
+    return otpy_runtime

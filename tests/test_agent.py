@@ -7,9 +7,10 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, down_of, exit_from, recv
+from conftest import WAIT, down_of, exit_from
 
 import otpy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -101,7 +102,7 @@ class TestGet:
         with pytest.raises(otpy.ExitError) as info:
             otpy.Agent.get(agent, bad)
         assert info.value.reason is error
-        assert recv(exit_from(agent)) == otpy.Exit(agent, error)
+        assert assert_receive(exit_from(agent), WAIT) == otpy.Exit(agent, error)
         assert not otpy.is_alive(agent)
 
 
@@ -174,15 +175,15 @@ class TestStop:
         otpy.Agent.stop(agent)
         assert not otpy.is_alive(agent)
         assert otpy.whereis("bag") is None
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
         assert otpy.is_alive(otpy.self())
 
     def test_stop_with_a_reason(self, runtime, trap):
         agent = otpy.Agent.start_link(lambda: 0)
         ref = otpy.monitor(agent)
         otpy.Agent.stop(agent, reason="shutdown", timeout=WAIT)
-        assert recv(down_of(ref)).reason == "shutdown"
-        assert recv(exit_from(agent)).reason == "shutdown"
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
+        assert assert_receive(exit_from(agent), WAIT).reason == "shutdown"
 
     def test_stop_by_name(self, runtime):
         agent = otpy.Agent.start_link(lambda: 0, name="bag")

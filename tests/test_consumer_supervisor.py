@@ -14,11 +14,12 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, down_of, recv, tagged, wait_until
-from stage_helpers import Numbers, no_message
+from conftest import WAIT, down_of, tagged, wait_until
+from stage_helpers import Numbers
 
 import otpy
 import otpy.stage as stage
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -92,7 +93,7 @@ def always_fails(attempts, event):
 
 def started(n, timeout=WAIT):
     """The next ``n`` "started" reports: (event, pid) pairs."""
-    return [recv(tagged("started"), timeout)[1:] for _ in range(n)]
+    return [assert_receive(tagged("started"), timeout)[1:] for _ in range(n)]
 
 
 class Job(otpy.GenServer):
@@ -178,7 +179,7 @@ class TestChildPerEvent:
         ConsumerSupervisor.start_link(
             [task_spec(report, me, "tag")], subscribe_to=[(numbers, {"max_demand": 4})]
         )
-        runs = [recv(tagged("ran")) for _ in range(10)]
+        runs = [assert_receive(tagged("ran"), WAIT) for _ in range(10)]
         assert sorted(run[2] for run in runs) == list(range(10))
         assert {run[1] for run in runs} == {"tag"}
         assert len({run[3] for run in runs}) == 10  # a process each
@@ -189,14 +190,14 @@ class TestChildPerEvent:
         ConsumerSupervisor.start_link(
             [Job.child_spec(me, restart="temporary")], subscribe_to=[numbers]
         )
-        assert sorted(recv(tagged("job"))[1] for _ in range(5)) == [0, 1, 2, 3, 4]
+        assert sorted(assert_receive(tagged("job"), WAIT)[1] for _ in range(5)) == [0, 1, 2, 3, 4]
 
     def test_sync_subscribe_works_on_a_consumer_supervisor(self, runtime):
         me = otpy.self()
         sup = ConsumerSupervisor.start_link([task_spec(report, me, "late")], name="jobs")
         numbers = Numbers.start_link(3)
         stage.sync_subscribe("jobs", to=numbers, max_demand=2, min_demand=1)
-        assert sorted(recv(tagged("ran"))[2] for _ in range(3)) == [0, 1, 2]
+        assert sorted(assert_receive(tagged("ran"), WAIT)[2] for _ in range(3)) == [0, 1, 2]
         assert otpy.whereis("jobs") == sup
 
     def test_running_children_never_exceed_max_demand_and_every_event_is_processed(self, runtime):
@@ -231,25 +232,25 @@ class TestChildPerEvent:
             [task_spec(blocked, me)],
             subscribe_to=[(numbers, {"max_demand": 6, "min_demand": 2})],
         )
-        assert recv(tagged("demand")) == ("demand", 6)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 6)
         first = started(6)
         assert sorted(event for event, _ in first) == [0, 1, 2, 3, 4, 5]
         assert ConsumerSupervisor.count_children(sup).active == 6
         otpy.GenServer.call(numbers, "ping")
-        assert no_message(tagged("demand"))
-        assert no_message(tagged("started"))
+        refute_receive(tagged("demand"), timeout=0)
+        refute_receive(tagged("started"), timeout=0)
 
         # Three end: 3 running, above min_demand, so no new demand yet.
         for _, pid in first[:3]:
             otpy.send(pid, "go")
         wait_until(lambda: ConsumerSupervisor.count_children(sup).active == 3)
         otpy.GenServer.call(numbers, "ping")
-        assert no_message(tagged("demand"))
-        assert no_message(tagged("started"))
+        refute_receive(tagged("demand"), timeout=0)
+        refute_receive(tagged("started"), timeout=0)
 
         # The fourth brings it down to min_demand: it asks for the 4 that ended.
         otpy.send(first[3][1], "go")
-        assert recv(tagged("demand")) == ("demand", 4)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 4)
         assert sorted(event for event, _ in started(4)) == [6, 7, 8, 9]
         assert ConsumerSupervisor.count_children(sup).active == 6
         otpy.GenServer.stop(sup)
@@ -267,7 +268,7 @@ class TestChildPerEvent:
             [otpy.ChildSpec(id="job", start=(start, (), {}), restart="temporary")],
             subscribe_to=[(numbers, {"max_demand": 2, "min_demand": 0})],
         )
-        assert sorted(recv(tagged("ran"))[2] for _ in range(5)) == [0, 2, 4, 6, 8]
+        assert sorted(assert_receive(tagged("ran"), WAIT)[2] for _ in range(5)) == [0, 2, 4, 6, 8]
 
     def test_a_child_that_fails_to_start_is_logged_and_counts_as_done(self, runtime, caplog):
         me = otpy.self()
@@ -283,7 +284,7 @@ class TestChildPerEvent:
                 [otpy.ChildSpec(id="job", start=(start, (), {}), restart="temporary")],
                 subscribe_to=[(numbers, {"max_demand": 2, "min_demand": 0})],
             )
-            assert sorted(recv(tagged("ran"))[2] for _ in range(7)) == [0, 1, 2, 4, 5, 6, 7]
+            assert sorted(assert_receive(tagged("ran"), WAIT)[2] for _ in range(7)) == [0, 1, 2, 4, 5, 6, 7]
         assert any("cannot start for 3" in r.getMessage() for r in caplog.records), caplog.text
 
 
@@ -312,7 +313,7 @@ class TestRestart:
             max_restarts=100,
             subscribe_to=[(numbers, {"max_demand": 4})],
         )
-        done = dict(recv(tagged("ok"))[1:] for _ in range(10))
+        done = dict(assert_receive(tagged("ok"), WAIT)[1:] for _ in range(10))
         assert done == {e: (2 if e % 2 == 0 else 1) for e in range(10)}
 
     def test_a_transient_child_that_exits_normally_is_not_restarted(self, runtime):
@@ -325,7 +326,7 @@ class TestRestart:
             subscribe_to=[(numbers, {"max_demand": 2, "min_demand": 0})],
         )
         for _ in range(6):
-            recv(tagged("ok"))
+            assert_receive(tagged("ok"), WAIT)
         wait_until(lambda: ConsumerSupervisor.count_children(sup).active == 0)
         assert attempts.counts == {0: 2, 1: 1, 2: 2, 3: 1, 4: 2, 5: 1}
 
@@ -339,7 +340,7 @@ class TestRestart:
             subscribe_to=[(numbers, {"max_demand": 1, "min_demand": 0})],
         )
         # max_demand 1: one event at a time; 0 fails once and is retried before 1 comes.
-        assert [recv(tagged("ok"))[1:] for _ in range(3)] == [(0, 2), (1, 1), (2, 2)]
+        assert [assert_receive(tagged("ok"), WAIT)[1:] for _ in range(3)] == [(0, 2), (1, 1), (2, 2)]
 
     def test_too_many_restarts_shut_the_supervisor_and_its_children_down(self, runtime, trap):
         attempts = Attempts()
@@ -351,7 +352,7 @@ class TestRestart:
             subscribe_to=[numbers],
         )
         ref = otpy.monitor(sup)
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
         assert attempts.counts == {0: 3}  # the first run and two restarts
         assert otpy.is_alive(numbers)
 
@@ -391,7 +392,7 @@ class TestChildren:
         refs = [otpy.monitor(pid) for _, pid in started(4)]
         otpy.GenServer.stop(sup)
         for ref in refs:
-            assert recv(down_of(ref)).reason in ("shutdown", "killed")
+            assert assert_receive(down_of(ref), WAIT).reason in ("shutdown", "killed")
         assert otpy.is_alive(numbers)
 
     def test_a_permanent_subscription_takes_the_supervisor_and_its_children_down_with_the_producer(
@@ -403,9 +404,9 @@ class TestChildren:
         sup_ref = otpy.monitor(sup)
         refs = [otpy.monitor(pid) for _, pid in started(3)]
         otpy.GenServer.stop(numbers, reason="shutdown")
-        assert recv(down_of(sup_ref)).reason == "shutdown"
+        assert assert_receive(down_of(sup_ref), WAIT).reason == "shutdown"
         for ref in refs:
-            recv(down_of(ref))
+            assert_receive(down_of(ref), WAIT)
 
     def test_a_temporary_subscription_outlives_its_producer(self, runtime):
         me = otpy.self()
@@ -414,14 +415,14 @@ class TestChildren:
             [task_spec(report, me, "x")], subscribe_to=[(numbers, {"cancel": "temporary"})]
         )
         for _ in range(2):
-            recv(tagged("ran"))
+            assert_receive(tagged("ran"), WAIT)
         ref = otpy.monitor(numbers)
         otpy.GenServer.stop(numbers, reason="shutdown")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         wait_until(lambda: ConsumerSupervisor.count_children(sup).active == 0)
         again = Numbers.start_link(2)
         stage.sync_subscribe(sup, to=again)
-        assert sorted(recv(tagged("ran"))[2] for _ in range(2)) == [0, 1]
+        assert sorted(assert_receive(tagged("ran"), WAIT)[2] for _ in range(2)) == [0, 1]
 
 
 class TestSupervision:
@@ -444,7 +445,7 @@ class TestSupervision:
         refs = [otpy.monitor(pid) for pid in children]
         otpy.exit(first, "kill")
         for ref in refs:
-            recv(down_of(ref))  # its children went with it (they are linked)
+            assert_receive(down_of(ref), WAIT)  # its children went with it (they are linked)
         assert sorted(event for event, _ in started(2)) == [2, 3]  # the new one subscribed again
         assert otpy.Supervisor.which_children(root)[0].pid != first
         otpy.Supervisor.stop(root)

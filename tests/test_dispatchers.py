@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-from conftest import WAIT, down_of, exit_from, recv, tagged
+from conftest import WAIT, down_of, exit_from, tagged
 from stage_helpers import Numbers, no_message, settle
 
 import otpy
 import otpy.stage as stage
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -80,14 +81,14 @@ def events_of(consumer, n, timeout=WAIT):
     """The events ``consumer`` reports, until there are ``n`` of them."""
     got = []
     while len(got) < n:
-        msg = recv(lambda m: tagged("events")(m) and m[1] == consumer, timeout)
+        msg = assert_receive(lambda m: tagged("events")(m) and m[1] == consumer, timeout)
         got.extend(msg[2])
     return got
 
 
 def cancel_of(consumer, timeout=WAIT):
     """The reason ``consumer``'s handle_cancel reports."""
-    return recv(lambda m: tagged("cancel")(m) and m[1] == consumer, timeout)[2]
+    return assert_receive(lambda m: tagged("cancel")(m) and m[1] == consumer, timeout)[2]
 
 
 def no_events_for(consumer):
@@ -106,12 +107,12 @@ class TestDemandDispatcher:
         ]
         got = []
         while len(got) < 600:
-            msg = recv(tagged("events"))
+            msg = assert_receive(tagged("events"), WAIT)
             assert msg[1] in consumers
             got.extend(msg[2])
         assert sorted(got) == list(range(600))
         settle(*consumers, numbers)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_explicit_demand_dispatcher_behaves_like_the_default(self, runtime):
         me = otpy.self()
@@ -126,7 +127,7 @@ class TestDemandDispatcher:
         large = Recorder.start_link(me, manual=True, subscribe_to=[source])
         otpy.GenServer.call(small, ("ask", 3))
         otpy.GenServer.call(large, ("ask", 10))
-        assert sorted(recv(tagged("demand"))[1] for _ in range(2)) == [3, 10]
+        assert sorted(assert_receive(tagged("demand"), WAIT)[1] for _ in range(2)) == [3, 10]
         otpy.GenServer.cast(source, ("emit", [1, 2, 3, 4, 5]))
         assert events_of(large, 5) == [1, 2, 3, 4, 5]  # pending: large 10, small 3
         otpy.GenServer.cast(source, ("emit", [6, 7, 8, 9]))
@@ -134,7 +135,7 @@ class TestDemandDispatcher:
         otpy.GenServer.cast(source, ("emit", [10, 11]))
         assert events_of(small, 2) == [10, 11]  # pending: large 1, small 3
         settle(source, small, large)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_a_batch_larger_than_one_consumers_demand_is_split_among_consumers(self, runtime):
         me = otpy.self()
@@ -144,7 +145,7 @@ class TestDemandDispatcher:
         otpy.GenServer.call(first, ("ask", 4))
         otpy.GenServer.call(second, ("ask", 2))
         for _ in range(2):
-            recv(tagged("demand"))
+            assert_receive(tagged("demand"), WAIT)
         otpy.GenServer.cast(source, ("emit", list(range(8))))
         assert events_of(first, 4) == [0, 1, 2, 3]
         assert events_of(second, 2) == [4, 5]
@@ -156,7 +157,7 @@ class TestDemandDispatcher:
         numbers = Numbers.start_link(30, me)
         first = Recorder.start_link(me, subscribe_to=[(numbers, {"max_demand": 10})])
         second = Recorder.start_link(me, subscribe_to=[(numbers, {"max_demand": 20})])
-        assert [recv(tagged("demand"))[1] for _ in range(2)] == [10, 20]
+        assert [assert_receive(tagged("demand"), WAIT)[1] for _ in range(2)] == [10, 20]
         assert sorted(events_of(first, 10) + events_of(second, 20)) == list(range(30))
 
     def test_a_crashed_consumer_gets_no_more_events_and_the_others_get_them_all(self, runtime):
@@ -164,11 +165,11 @@ class TestDemandDispatcher:
         source = Source.start_link(me)
         crashing = Recorder.start(me, crash_on="boom", subscribe_to=[(source, {"max_demand": 50})])
         ref = otpy.monitor(crashing)
-        recv(tagged("demand"))
+        assert_receive(tagged("demand"), WAIT)
         otpy.GenServer.cast(source, ("emit", ["boom"]))
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         survivor = Recorder.start_link(me, subscribe_to=[(source, {"max_demand": 5})])
-        recv(tagged("demand"))
+        assert_receive(tagged("demand"), WAIT)
         otpy.GenServer.cast(source, ("emit", [1, 2, 3]))
         assert events_of(survivor, 3) == [1, 2, 3]
 
@@ -191,7 +192,7 @@ class TestBroadcastDispatcher:
         for consumer in consumers:
             assert events_of(consumer, 100) == list(range(100))
         settle(numbers, *consumers)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_the_producer_moves_at_the_pace_of_the_slowest_consumer(self, runtime):
         me = otpy.self()
@@ -205,9 +206,9 @@ class TestBroadcastDispatcher:
         settle(slow, fast)
         stage.demand(numbers, "forward")
         settle(numbers)
-        assert no_message(tagged("demand"))  # the slow one asked for nothing
+        refute_receive(tagged("demand"), timeout=0)  # the slow one asked for nothing
         otpy.GenServer.call(slow, ("ask", 3))
-        assert recv(tagged("demand")) == ("demand", 3)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 3)
         assert events_of(slow, 3) == [0, 1, 2]
         assert events_of(fast, 3) == [0, 1, 2]  # it asked for 10 but gets 3
         settle(fast, numbers)
@@ -216,7 +217,7 @@ class TestBroadcastDispatcher:
         assert events_of(slow, 4) == [3, 4, 5, 6]
         assert events_of(fast, 4) == [3, 4, 5, 6]
         settle(slow, fast, numbers)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
         assert sum(otpy.GenServer.call(numbers, "demands")) == 7
 
     def test_a_selector_gives_a_consumer_only_the_events_it_accepts(self, runtime):
@@ -279,7 +280,7 @@ class TestBroadcastDispatcher:
         otpy.GenServer.call(crashing, ("ask", 2))
         otpy.GenServer.cast(source, ("emit", ["x", "boom"]))
         assert events_of(survivor, 2) == ["x", "boom"]
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         # The crashed one had no demand left: were it remembered, this would wait forever.
         otpy.GenServer.cast(source, ("emit", ["y"]))
         assert events_of(survivor, 1) == ["y"]
@@ -293,9 +294,9 @@ class TestBroadcastDispatcher:
         ref = otpy.monitor(slow)
         fast = Recorder.start_link(me, subscribe_to=[(numbers, {"max_demand": 10})])
         settle(slow, fast, numbers)
-        assert no_message(tagged("demand"))
+        refute_receive(tagged("demand"), timeout=0)
         otpy.exit(slow, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert events_of(fast, 10, timeout=1.0) == list(range(10))
 
 
@@ -317,7 +318,7 @@ class TestPartitionDispatcher:
         assert events_of(even, 25) == list(range(0, 50, 2))
         assert events_of(odd, 25) == list(range(1, 50, 2))
         settle(numbers, even, odd)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_partitions_may_be_named(self, runtime):
         me = otpy.self()
@@ -343,7 +344,7 @@ class TestPartitionDispatcher:
             seen = {}
             otpy.GenServer.cast(source, ("emit", words))
             while sum(len(v) for v in seen.values()) < len(words):
-                msg = recv(tagged("events"))
+                msg = assert_receive(tagged("events"), WAIT)
                 seen.setdefault(msg[1], []).extend(msg[2])
             return seen
 
@@ -390,7 +391,7 @@ class TestPartitionDispatcher:
         otpy.GenServer.cast(source, ("emit", ["keep", "drop", "also"]))
         assert events_of(consumer, 2) == ["keep", "also"]
         settle(source, consumer)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_a_subscription_without_partition_is_cancelled_with_a_clear_error(self, runtime):
         me = otpy.self()
@@ -408,7 +409,7 @@ class TestPartitionDispatcher:
         me = otpy.self()
         source = Source.start_link(dispatcher=stage.PartitionDispatcher(partitions=2))
         consumer = Recorder.start_link(me, subscribe_to=[source])  # linked: it may die at once
-        reason = recv(exit_from(consumer)).reason
+        reason = assert_receive(exit_from(consumer), WAIT).reason
         assert isinstance(reason, ValueError)
         assert "partition" in str(reason)
         assert otpy.is_alive(source)
@@ -447,7 +448,7 @@ class TestPartitionDispatcher:
         crashing = Recorder.start(me, crash_on=0, subscribe_to=[(source, {"partition": 0})])
         ref = otpy.monitor(crashing)
         otpy.GenServer.cast(source, ("emit", [0]))
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         replacement = Recorder.start_link(me, subscribe_to=[(source, {"partition": 0})])
         otpy.GenServer.cast(source, ("emit", [2, 3, 4]))
         assert events_of(replacement, 2) == [2, 4]
@@ -476,7 +477,7 @@ class TestPartitionDispatcher:
         # The hash is asked once there is demand to dispatch to.
         Recorder.start(otpy.self(), subscribe_to=[(source, {"partition": 0})])
         otpy.GenServer.cast(source, ("emit", ["x"]))
-        reason = recv(down_of(ref)).reason
+        reason = assert_receive(down_of(ref), WAIT).reason
         assert isinstance(reason, ValueError)
         assert "7" in str(reason)
 
@@ -496,7 +497,7 @@ class TestPartitionDispatcher:
         assert events_of(even, 2) == [6, 8]
         assert events_of(odd, 2) == [7, 9]
         settle(source, even, odd)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
 
 # --- the dispatcher seam -----------------------------------------------------------------------
@@ -544,7 +545,7 @@ class TestDispatcherSeam:
         first = Recorder.start_link(me, subscribe_to=[source])
         second = Recorder.start_link(me, subscribe_to=[source])
         for _ in range(2):
-            recv(tagged("demand"))
+            assert_receive(tagged("demand"), WAIT)
         otpy.GenServer.cast(source, ("emit", [0, 1, 2, 3, 4, 5]))
         assert events_of(first, 3) == [0, 2, 4]
         assert events_of(second, 3) == [1, 3, 5]

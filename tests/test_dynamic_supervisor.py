@@ -12,9 +12,10 @@ import logging
 import time
 
 import pytest
-from conftest import down_of, exit_from, nothing_pending, raise_, recv, wait_until
+from conftest import WAIT, down_of, exit_from, raise_, wait_until
 
 import otpy
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -31,7 +32,7 @@ def event(kind, tag=None):
 
 
 def started(tag=None) -> otpy.Pid:
-    return recv(event("started", tag))[2]
+    return assert_receive(event("started", tag), WAIT)[2]
 
 
 class Worker(otpy.GenServer):
@@ -86,7 +87,7 @@ def end_child(pid, reason) -> None:
         crash(pid, reason)
     else:
         otpy.GenServer.cast(pid, ("stop", reason))
-    recv(down_of(ref))
+    assert_receive(down_of(ref), WAIT)
 
 
 # --- start_link --------------------------------------------------------------------------------
@@ -190,15 +191,15 @@ class TestStartChild:
         me = otpy.self()
         ds = DS.start_link(extra_args=("pool-config", 42))
         DS.start_child(ds, spec("a", me))
-        args = recv(event("started", "a"))[3]
+        args = assert_receive(event("started", "a"), WAIT)[3]
         assert args == ("pool-config", 42, me, "a")
 
     def test_extra_args_are_prepended_again_on_a_restart(self, runtime, caplog):
         me = otpy.self()
         ds = DS.start_link(extra_args=["x"])
         crash(DS.start_child(ds, spec("a", me)))
-        recv(event("started", "a"))
-        assert recv(event("started", "a"))[3] == ("x", me, "a")
+        assert_receive(event("started", "a"), WAIT)
+        assert assert_receive(event("started", "a"), WAIT)[3] == ("x", me, "a")
         assert len(DS.which_children(ds)) == 1
 
 
@@ -211,7 +212,7 @@ class TestMaxChildren:
         with pytest.raises(otpy.MaxChildrenError):
             DS.start_child(ds, spec("c", me))
         assert len(DS.which_children(ds)) == 2
-        assert nothing_pending(event("started", "c"))
+        refute_receive(event("started", "c"), timeout=0)
 
     def test_a_slot_frees_when_a_child_is_terminated_or_exits(self, runtime):
         me = otpy.self()
@@ -236,7 +237,7 @@ class TestMaxChildren:
         ds = DS.start_link(max_children=0)
         with pytest.raises(otpy.MaxChildrenError):
             DS.start_child(ds, spec("a", otpy.self()))
-        assert nothing_pending(event("started"))
+        refute_receive(event("started"), timeout=0)
 
 
 # --- restarts ----------------------------------------------------------------------------------
@@ -269,7 +270,7 @@ class TestRestarts:
         started("t")
         end_child(pid, reason)
         wait_until(lambda: DS.which_children(ds) == [])
-        assert nothing_pending(event("started"))
+        refute_receive(event("started"), timeout=0)
 
     def test_a_transient_child_is_restarted_after_a_crash(self, runtime, caplog):
         me = otpy.self()
@@ -287,7 +288,7 @@ class TestRestarts:
         started("tmp")
         end_child(pid, RuntimeError("crash"))
         wait_until(lambda: pids_of(ds) == [keep])
-        assert nothing_pending(event("started", "tmp"))
+        refute_receive(event("started", "tmp"), timeout=0)
 
     def test_a_crash_of_one_child_leaves_the_others_alone(self, runtime, caplog):
         me = otpy.self()
@@ -312,7 +313,7 @@ class TestRestarts:
             raise RuntimeError("not a child")
 
         _, ref = otpy.spawn_monitor(stranger)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.is_alive(ds)
         assert pids_of(ds) == [a]
 
@@ -328,8 +329,8 @@ class TestRestarts:
         pid = started("c")
         assert otpy.is_alive(ds)
         crash(pid)
-        assert recv(exit_from(ds)).reason == "shutdown"
-        assert recv(event("terminate", "steady"))[2:] == (steady, "shutdown")
+        assert assert_receive(exit_from(ds), WAIT).reason == "shutdown"
+        assert assert_receive(event("terminate", "steady"), WAIT)[2:] == (steady, "shutdown")
 
     def test_the_default_intensity_is_three_restarts_in_five_seconds(self, runtime, trap, caplog):
         me = otpy.self()
@@ -341,7 +342,7 @@ class TestRestarts:
             pid = started("c")
         assert otpy.is_alive(ds)
         crash(pid)
-        assert recv(exit_from(ds)).reason == "shutdown"
+        assert assert_receive(exit_from(ds), WAIT).reason == "shutdown"
 
     def test_a_child_that_keeps_failing_to_restart_exhausts_the_intensity(
         self, runtime, trap, caplog
@@ -357,7 +358,7 @@ class TestRestarts:
         ds = DS.start_link(max_restarts=3)
         pid = DS.start_child(ds, spec("c", me, on_init=on_init))
         crash(pid)
-        assert recv(exit_from(ds)).reason == "shutdown"
+        assert assert_receive(exit_from(ds), WAIT).reason == "shutdown"
         assert len(plan) >= 20 - 4, "it kept trying past its restart intensity"
 
     def test_a_child_that_fails_once_to_restart_is_tried_again(self, runtime, caplog):
@@ -405,11 +406,11 @@ class TestTerminateChild:
         other = DS.start_child(ds, spec("b", me))
         ref = otpy.monitor(pid)
         assert DS.terminate_child(ds, pid) is None
-        assert recv(event("terminate", "a"))[3] == "shutdown"
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(event("terminate", "a"), WAIT)[3] == "shutdown"
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
         assert pids_of(ds) == [other]
         started("a"), started("b")
-        assert nothing_pending(event("started"))
+        refute_receive(event("started"), timeout=0)
 
     def test_terminate_child_honours_the_shutdown_time(self, runtime):
         me = otpy.self()
@@ -419,7 +420,7 @@ class TestTerminateChild:
         begin = time.monotonic()
         DS.terminate_child(ds, pid)
         assert 0.1 <= time.monotonic() - begin < 2.0
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     def test_brutal_kill_skips_terminate(self, runtime):
         me = otpy.self()
@@ -427,8 +428,8 @@ class TestTerminateChild:
         pid = DS.start_child(ds, spec("b", me, trap=True, shutdown=otpy.BRUTAL_KILL))
         ref = otpy.monitor(pid)
         DS.terminate_child(ds, pid)
-        assert recv(down_of(ref)).reason == "killed"
-        assert nothing_pending(event("terminate"))
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
+        refute_receive(event("terminate"), timeout=0)
 
     def test_a_pid_that_is_not_a_child_raises_not_found_error(self, runtime):
         ds = DS.start_link()
@@ -490,7 +491,7 @@ class TestStop:
         begin = time.monotonic()
         DS.stop(ds)
         elapsed = time.monotonic() - begin
-        done = {recv(event("terminated"))[2] for _ in range(5)}
+        done = {assert_receive(event("terminated"), WAIT)[2] for _ in range(5)}
         assert done == set(pids)
         assert 0.3 <= elapsed < 1.0, f"5 terminates of 0.3 s took {elapsed:.2f} s"
         assert not any(otpy.is_alive(pid) for pid in pids)
@@ -513,7 +514,7 @@ class TestStop:
         DS.stop(ds)
         reasons = {}
         for _ in range(2):
-            down = recv(lambda m: isinstance(m, otpy.Down) and m.ref in refs)
+            down = assert_receive(lambda m: isinstance(m, otpy.Down) and m.ref in refs, WAIT)
             reasons[refs[down.ref]] = down.reason
         assert reasons == {"slow": "killed", "quick": "shutdown"}
 
@@ -521,7 +522,7 @@ class TestStop:
         ds = DS.start()
         ref = otpy.monitor(ds)
         DS.stop(ds, reason=("shutdown", "maintenance"))
-        assert recv(down_of(ref)).reason == ("shutdown", "maintenance")
+        assert assert_receive(down_of(ref), WAIT).reason == ("shutdown", "maintenance")
 
 
 # --- stress ------------------------------------------------------------------------------------

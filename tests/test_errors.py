@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import idle, raise_, recv
+from conftest import WAIT, idle, raise_
 
 import otpy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -181,7 +182,7 @@ class TestAlreadyRegisteredError:
                 otpy.send(me, ("raised", None))
 
         otpy.spawn(intruder)
-        _, error = recv(lambda m: type(m) is tuple and m[0] == "raised")
+        _, error = assert_receive(lambda m: type(m) is tuple and m[0] == "raised", WAIT)
         assert isinstance(error, otpy.AlreadyRegisteredError)
         assert isinstance(error, otpy.OtpError)
         assert error.pid == me

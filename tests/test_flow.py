@@ -13,11 +13,12 @@ from collections import Counter, defaultdict
 from typing import Any
 
 import pytest
-from conftest import down_of, recv, tagged, wait_until
+from conftest import WAIT, down_of, tagged, wait_until
 
 import otpy
 import otpy.stage as stage
 from otpy.flow import Flow, TriggerInfo, Window
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -160,7 +161,7 @@ class TestMappers:
             lambda x: otpy.send(me, ("ran in", otpy.self()))
         )
         assert sorted(flow) == list(range(200))
-        pids = {recv(tagged("ran in"))[1] for _ in range(200)}
+        pids = {assert_receive(tagged("ran in"), WAIT)[1] for _ in range(200)}
         assert me not in pids
         assert 1 <= len(pids) <= 2
 
@@ -300,7 +301,7 @@ class TestEmit:
             list(Flow.from_enumerable(range(20)).partition().reduce(list, spy).emit("nothing"))
             == []
         )
-        assert sorted(recv(tagged("reduced"))[1] for _ in range(20)) == list(range(20))
+        assert sorted(assert_receive(tagged("reduced"), WAIT)[1] for _ in range(20)) == list(range(20))
 
     def test_emit_and_on_trigger_need_a_reduce_before_them_and_come_once(self, runtime):
         flow = Flow.from_enumerable([1])
@@ -585,7 +586,7 @@ class TestRun:
         me = otpy.self()
         flow = Flow.from_enumerable(range(300)).each(lambda x: otpy.send(me, ("saw", x)))
         assert flow.run() is None
-        assert sorted(recv(tagged("saw"))[1] for _ in range(300)) == list(range(300))
+        assert sorted(assert_receive(tagged("saw"), WAIT)[1] for _ in range(300)) == list(range(300))
         assert left_over() == set()
 
     def test_run_of_a_reducing_flow_runs_its_triggers(self, runtime):
@@ -598,7 +599,7 @@ class TestRun:
         Flow.from_enumerable(range(100)).partition(stages=1).reduce(lambda: 0, add).on_trigger(
             report
         ).run()
-        assert recv(tagged("total")) == ("total", 4950)
+        assert assert_receive(tagged("total"), WAIT) == ("total", 4950)
 
 
 class TestConsumption:
@@ -640,7 +641,7 @@ class TestConsumption:
             kept.append(results)  # still referenced: only the consumer's exit can stop the flow
 
         _, ref = otpy.spawn_monitor(consume_one_and_return)
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
         wait_until(lambda: left_over() == set())
 
     def test_a_crash_in_a_map_raises_exit_error_and_leaves_no_process(self, runtime):
@@ -680,13 +681,13 @@ class TestConsumption:
                 otpy.send(me, ("refused", str(exc)))
 
         otpy.spawn(other)
-        assert "iterate it in one process" in recv(tagged("refused"))[1]
+        assert "iterate it in one process" in assert_receive(tagged("refused"), WAIT)[1]
         results.close()
 
     def test_the_flow_runs_in_the_current_runtime(self, runtime):
         me = otpy.self()
         list(Flow.from_enumerable([1]).each(lambda x: otpy.send(me, otpy.Runtime.current())))
-        assert recv(lambda m: isinstance(m, otpy.Runtime)) is runtime
+        assert assert_receive(lambda m: isinstance(m, otpy.Runtime), WAIT) is runtime
 
     def test_repr_shows_the_chain(self, runtime):
         flow = Flow.from_enumerable([1]).map(str).partition(stages=2).reduce(dict, count)

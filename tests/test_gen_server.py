@@ -14,9 +14,10 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, down_of, exit_from, idle, raise_, recv, tagged, wait_until
+from conftest import WAIT, down_of, exit_from, idle, raise_, tagged, wait_until
 
 import otpy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -137,7 +138,7 @@ def call_and_report(me, server, request, timeout=WAIT):
 
 
 def outcome():
-    return recv(lambda m: type(m) is tuple and len(m) == 2 and m[0] in ("result", "error"))
+    return assert_receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] in ("result", "error"), WAIT)
 
 
 # --- starting ----------------------------------------------------------------------------------
@@ -356,7 +357,7 @@ class TestCall:
         me = otpy.self()
         pid = Probe.start(me)
         otpy.spawn(call_and_report, me, pid, "reply_later")
-        recv(lambda m: m == ("pending",))
+        assert_receive(lambda m: m == ("pending",), WAIT)
         otpy.exit(pid, "kill")
         kind, error = outcome()
         assert kind == "error"
@@ -452,7 +453,7 @@ class TestCallbacksRunAsTheServer:
             return "started"
 
         assert otpy.GenServer.call(pid, ("run", start_crashing_task)) == "started"
-        assert recv(down_of(ref)).reason is error
+        assert assert_receive(down_of(ref), WAIT).reason is error
         assert otpy.self() == me
 
     @pytest.mark.parametrize("blocking", ["otpy.sleep", "pure python loop"])
@@ -481,12 +482,12 @@ class TestCallbacksRunAsTheServer:
 
         pid = Probe.start()
         caller_pid = otpy.spawn(caller, pid)
-        recv(lambda m: m == "blocking")
+        assert_receive(lambda m: m == "blocking", WAIT)
         start = time.monotonic()
         otpy.exit(pid, "kill")
-        assert recv(tagged("caller got")) == ("caller got", "killed")
+        assert assert_receive(tagged("caller got"), WAIT) == ("caller got", "killed")
         assert time.monotonic() - start < 1.0
-        assert recv(tagged("caller still alive")) == ("caller still alive", caller_pid)
+        assert assert_receive(tagged("caller still alive"), WAIT) == ("caller still alive", caller_pid)
         otpy.send(caller_pid, "stop")
 
     @pytest.mark.parametrize("work", ["otpy.sleep", "pure python loop"])
@@ -613,7 +614,7 @@ class TestReply:
         me = otpy.self()
         pid = Probe.start_link(me)
         otpy.spawn(call_and_report, me, pid, "reply_later")
-        recv(lambda m: m == ("pending",))
+        assert_receive(lambda m: m == ("pending",), WAIT)
         otpy.GenServer.cast(pid, ("reply", "later"))
         assert outcome() == ("result", "later")
 
@@ -621,7 +622,7 @@ class TestReply:
         me = otpy.self()
         pid = Probe.start_link(me)
         otpy.spawn(call_and_report, me, pid, "reply_later")
-        recv(lambda m: m == ("pending",))
+        assert_receive(lambda m: m == ("pending",), WAIT)
         assert otpy.GenServer.call(pid, ("echo", "meanwhile")) == "meanwhile"
         otpy.GenServer.cast(pid, ("reply", "done"))
         assert outcome() == ("result", "done")
@@ -631,7 +632,7 @@ class TestReply:
         pid = Probe.start_link(me)
         with pytest.raises(otpy.Timeout):
             otpy.GenServer.call(pid, "reply_later", timeout=0.05)
-        recv(lambda m: m == ("pending",))
+        assert_receive(lambda m: m == ("pending",), WAIT)
         otpy.GenServer.cast(pid, ("reply", "too late"))
         assert otpy.GenServer.call(pid, ("echo", "sync")) == "sync"
         with pytest.raises(otpy.Timeout):
@@ -641,7 +642,7 @@ class TestReply:
         me = otpy.self()
         pid = Probe.start(me)
         otpy.spawn(call_and_report, me, pid, "reply_later")
-        recv(lambda m: m == ("pending",))
+        assert_receive(lambda m: m == ("pending",), WAIT)
         otpy.GenServer.cast(pid, ("stop", "normal"))
         kind, error = outcome()
         assert kind == "error"
@@ -666,8 +667,8 @@ class TestStopFromAHandler:
         pid = Probe.start(me)
         ref = otpy.monitor(pid)
         assert otpy.GenServer.call(pid, ("stop", "done", "bye")) == "bye"
-        assert recv(tagged("terminate")) == ("terminate", "done")
-        assert recv(down_of(ref)).reason == "done"
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", "done")
+        assert assert_receive(down_of(ref), WAIT).reason == "done"
 
     def test_raise_stop_without_reply_makes_the_caller_get_exit_error(self, runtime):
         pid = Probe.start()
@@ -679,7 +680,7 @@ class TestStopFromAHandler:
         pid = Probe.start()
         ref = otpy.monitor(pid)
         otpy.GenServer.cast(pid, ("stop", "normal"))
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
 
 class TestCrash:
@@ -687,7 +688,7 @@ class TestCrash:
         pid = Probe.start_link()
         error = RuntimeError("kaboom")
         otpy.GenServer.cast(pid, ("raise", error))
-        assert recv(exit_from(pid)) == otpy.Exit(pid, error)
+        assert assert_receive(exit_from(pid), WAIT) == otpy.Exit(pid, error)
 
     def test_a_crash_kills_a_non_trapping_linked_parent(self, runtime):
         me = otpy.self()
@@ -699,16 +700,16 @@ class TestCrash:
             otpy.receive()
 
         parent_pid, ref = otpy.spawn_monitor(parent)
-        _, server = recv(tagged("server"))
+        _, server = assert_receive(tagged("server"), WAIT)
         otpy.GenServer.cast(server, ("raise", error))
-        assert recv(down_of(ref)) == otpy.Down(ref, parent_pid, error)
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, parent_pid, error)
 
     def test_a_crash_is_logged_with_its_traceback(self, runtime, caplog):
         caplog.set_level(logging.DEBUG)
         pid = Probe.start(name="crasher")
         ref = otpy.monitor(pid)
         otpy.GenServer.cast(pid, ("raise", RuntimeError("kaboom-1234")))
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
 
         def logged():
             return [
@@ -732,7 +733,7 @@ class TestCrash:
         by_stop = Probe.start()
         ref = otpy.monitor(by_stop)
         otpy.GenServer.cast(by_stop, ("stop", reason))
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         by_genserver_stop = Probe.start()
         otpy.GenServer.stop(by_genserver_stop, reason)
         marker = Probe.start()
@@ -792,15 +793,15 @@ class TestStop:
         assert otpy.GenServer.stop(pid) is None
         assert not otpy.is_alive(pid)
         assert otpy.whereis("probe") is None
-        assert recv(tagged("terminate")) == ("terminate", "normal")
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", "normal")
 
     def test_stop_with_a_reason_passes_it_to_terminate_and_monitors(self, runtime):
         me = otpy.self()
         pid = Probe.start(me)
         ref = otpy.monitor(pid)
         otpy.GenServer.stop(pid, reason="shutdown", timeout=WAIT)
-        assert recv(tagged("terminate")) == ("terminate", "shutdown")
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", "shutdown")
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
 
     def test_stop_by_name(self, runtime):
         pid = Probe.start(name="probe")
@@ -818,7 +819,7 @@ class TestStop:
         ref = otpy.monitor(pid)
         with pytest.raises(otpy.Timeout):
             otpy.GenServer.stop(pid, timeout=0.05)
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
     def test_stopping_a_linked_server_normally_does_not_hurt_the_caller(self, runtime):
         me = otpy.self()
@@ -839,24 +840,24 @@ class TestTerminate:
         me = otpy.self()
         pid = Probe.start(me)
         otpy.GenServer.cast(pid, ("stop", ("shutdown", "done")))
-        assert recv(tagged("terminate")) == ("terminate", ("shutdown", "done"))
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", ("shutdown", "done"))
 
     def test_terminate_runs_on_a_crash_with_the_exception(self, runtime):
         me = otpy.self()
         pid = Probe.start(me)
         error = ValueError("crash in handler")
         otpy.GenServer.cast(pid, ("raise", error))
-        _, reason = recv(tagged("terminate"))
+        _, reason = assert_receive(tagged("terminate"), WAIT)
         assert reason is error
 
     def test_terminate_runs_on_a_shutdown_exit_from_the_parent_when_trapping(self, runtime):
         me = otpy.self()
         parent = otpy.spawn(parent_of_a_trapping_probe, me)
-        _, server = recv(tagged("server"))
+        _, server = assert_receive(tagged("server"), WAIT)
         ref = otpy.monitor(server)
         otpy.exit(parent, "shutdown")
-        assert recv(tagged("terminate")) == ("terminate", "shutdown")
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", "shutdown")
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
 
     def test_a_trapping_server_stops_when_its_parent_ends_normally(self, runtime):
         me = otpy.self()
@@ -867,18 +868,18 @@ class TestTerminate:
             otpy.receive(match=lambda m: m == "return")
 
         parent_pid = otpy.spawn(parent)
-        _, server = recv(tagged("server"))
+        _, server = assert_receive(tagged("server"), WAIT)
         ref = otpy.monitor(server)
         otpy.send(parent_pid, "return")
-        assert recv(tagged("terminate")) == ("terminate", "normal")
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", "normal")
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
     def test_terminate_never_runs_on_kill(self, runtime):
         me = otpy.self()
         pid = Probe.start(me, trap=True)
         ref = otpy.monitor(pid)
         otpy.exit(pid, "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
         with pytest.raises(otpy.Timeout):
             otpy.receive(timeout=0.2, match=tagged("terminate"))
 
@@ -891,7 +892,7 @@ class TestHandleInfo:
         me = otpy.self()
         pid = Probe.start_link(me)
         otpy.send(pid, {"plain": "message"})
-        assert recv(tagged("info")) == ("info", {"plain": "message"})
+        assert assert_receive(tagged("info"), WAIT) == ("info", {"plain": "message"})
 
     def test_down_of_a_monitor_goes_to_handle_info(self, runtime):
         me = otpy.self()
@@ -899,14 +900,14 @@ class TestHandleInfo:
         target = otpy.spawn(idle)
         ref = otpy.GenServer.call(pid, ("run", lambda server: otpy.monitor(target)))
         otpy.exit(target, "kill")
-        assert recv(tagged("info")) == ("info", otpy.Down(ref, target, "killed"))
+        assert assert_receive(tagged("info"), WAIT) == ("info", otpy.Down(ref, target, "killed"))
 
     def test_exit_of_a_link_goes_to_handle_info_when_trapping(self, runtime):
         me = otpy.self()
         pid = Probe.start_link(me, trap=True)
         error = OSError("linked worker died")
         child = otpy.GenServer.call(pid, ("run", lambda server: otpy.spawn_link(raise_, error)))
-        assert recv(tagged("info")) == ("info", otpy.Exit(child, error))
+        assert assert_receive(tagged("info"), WAIT) == ("info", otpy.Exit(child, error))
         assert otpy.is_alive(pid)
 
     def test_an_unlinked_server_has_no_parent_so_an_exit_from_its_starter_is_a_message(
@@ -915,7 +916,7 @@ class TestHandleInfo:
         me = otpy.self()
         pid = Probe.start(me, trap=True)
         otpy.exit(pid, "shutdown")
-        got = recv(lambda m: tagged("info")(m) or tagged("terminate")(m))
+        got = assert_receive(lambda m: tagged("info")(m) or tagged("terminate")(m), WAIT)
         assert got == ("info", otpy.Exit(me, "shutdown"))
         assert otpy.is_alive(pid)
 
@@ -923,7 +924,7 @@ class TestHandleInfo:
         me = otpy.self()
         pid = Probe.start_link(me)
         otpy.send_after(0.01, pid, "tick")
-        assert recv(tagged("info")) == ("info", "tick")
+        assert assert_receive(tagged("info"), WAIT) == ("info", "tick")
 
 
 # --- child_spec ----------------------------------------------------------------------------------

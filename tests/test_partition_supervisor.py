@@ -15,10 +15,11 @@ import subprocess
 import sys
 
 import pytest
-from conftest import down_of, recv, wait_until
+from conftest import WAIT, down_of, wait_until
 
 import otpy
 from otpy._partition_supervisor import stable_hash
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -244,7 +245,7 @@ class TestPartition:
         ref = otpy.monitor(old[2])
         with pytest.raises(otpy.ExitError):
             otpy.GenServer.call(otpy.partition("shards", 6), ("crash", RuntimeError("boom")))
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         wait_until(lambda: pids_of(sup)[2] not in (None, old[2]))
         new = pids_of(sup)
         assert new[:2] == old[:2] and new[3] == old[3]
@@ -276,14 +277,14 @@ class TestRestarts:
         old = pids_of(sup)[1]
         ref = otpy.monitor(old)
         otpy.exit(old, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         wait_until(lambda: pids_of(sup)[1] not in (None, old))
         assert otpy.GenServer.call(pids_of(sup)[1], "args") == ("config", 1)
 
     def test_past_the_restart_intensity_the_partition_supervisor_exits(self, runtime, trap, caplog):
         sup = start_shards(2, max_restarts=0)
         otpy.exit(pids_of(sup)[0], "kill")
-        exit_msg = recv(lambda m: isinstance(m, otpy.Exit) and m.pid == sup)
+        exit_msg = assert_receive(lambda m: isinstance(m, otpy.Exit) and m.pid == sup, WAIT)
         assert exit_msg.reason == "shutdown"
         assert otpy.whereis("shards") is None
 

@@ -16,9 +16,10 @@ import time
 
 import attrs
 import pytest
-from conftest import WAIT, down_of, exit_from, idle, in_thread, raise_, recv, tagged, wait_until
+from conftest import WAIT, down_of, exit_from, idle, in_thread, raise_, tagged, wait_until
 
 import otpy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,7 +50,7 @@ def run_in(pid: otpy.Pid, fn):
     """Run ``fn`` inside the servant ``pid`` and return its result."""
     tag = object()
     otpy.send(pid, ("run", fn, otpy.self(), tag))
-    return recv(lambda m: type(m) is tuple and len(m) == 2 and m[0] is tag)[1]
+    return assert_receive(lambda m: type(m) is tuple and len(m) == 2 and m[0] is tag, WAIT)[1]
 
 
 # --- spawn --------------------------------------------------------------------------------
@@ -63,26 +64,26 @@ class TestSpawn:
             otpy.send(me, ("args", a, b, c))
 
         otpy.spawn(body, 1, 2, c=3)
-        assert recv() == ("args", 1, 2, 3)
+        assert assert_receive(timeout=WAIT) == ("args", 1, 2, 3)
 
     def test_spawn_returns_the_pid_the_new_process_sees_as_self(self, runtime):
         me = otpy.self()
         pid = otpy.spawn(lambda: otpy.send(me, ("self", otpy.self())))
         assert isinstance(pid, otpy.Pid)
-        assert recv(tagged("self")) == ("self", pid)
+        assert assert_receive(tagged("self"), WAIT) == ("self", pid)
         assert pid != me
 
     def test_process_is_alive_while_it_runs_and_dead_once_its_function_returns(self, runtime):
         pid, ref = otpy.spawn_monitor(idle)
         assert otpy.is_alive(pid)
         otpy.send(pid, "stop")
-        assert recv(down_of(ref)) == otpy.Down(ref, pid, "normal")
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, pid, "normal")
         assert not otpy.is_alive(pid)
 
     def test_spawn_monitor_reports_a_crash_with_the_exception_as_reason(self, runtime):
         error = ValueError("boom")
         pid, ref = otpy.spawn_monitor(raise_, error)
-        down = recv(down_of(ref))
+        down = assert_receive(down_of(ref), WAIT)
         assert down.pid == pid
         assert down.reason is error
 
@@ -96,9 +97,9 @@ class TestSpawn:
             otpy.receive()
 
         parent_pid, ref = otpy.spawn_monitor(parent)
-        _, child = recv(tagged("child"))
+        _, child = assert_receive(tagged("child"), WAIT)
         otpy.send(child, "go")
-        down = recv(down_of(ref))
+        down = assert_receive(down_of(ref), WAIT)
         assert down.pid == parent_pid
         assert down.reason is error
 
@@ -123,7 +124,7 @@ class TestSendAndReceive:
     def test_messages_from_one_process_to_another_arrive_in_send_order(self, runtime):
         me = otpy.self()
         otpy.spawn(lambda: [otpy.send(me, ("n", i)) for i in range(2000)])
-        assert [recv()[1] for _ in range(2000)] == list(range(2000))
+        assert [assert_receive(timeout=WAIT)[1] for _ in range(2000)] == list(range(2000))
 
     def test_messages_sent_to_a_spawned_process_arrive_in_send_order(self, runtime):
         me = otpy.self()
@@ -135,7 +136,7 @@ class TestSendAndReceive:
         pid = otpy.spawn(collector)
         for i in range(2000):
             otpy.send(pid, i)
-        assert recv(tagged("got")) == ("got", list(range(2000)))
+        assert assert_receive(tagged("got"), WAIT) == ("got", list(range(2000)))
 
     def test_messages_from_several_senders_keep_each_senders_order(self, runtime):
         me = otpy.self()
@@ -143,14 +144,14 @@ class TestSendAndReceive:
             otpy.spawn(lambda s=sender: [otpy.send(me, (s, i)) for i in range(500)])
         seen = {s: [] for s in range(4)}
         for _ in range(2000):
-            s, i = recv()
+            s, i = assert_receive(timeout=WAIT)
             seen[s].append(i)
         assert all(v == list(range(500)) for v in seen.values())
 
     def test_messages_sent_before_death_arrive_before_the_down(self, runtime):
         me = otpy.self()
         pid, ref = otpy.spawn_monitor(lambda: [otpy.send(me, i) for i in range(200)])
-        assert [recv() for _ in range(201)] == [*range(200), otpy.Down(ref, pid, "normal")]
+        assert [assert_receive(timeout=WAIT) for _ in range(201)] == [*range(200), otpy.Down(ref, pid, "normal")]
 
     def test_messages_sent_before_a_crash_arrive_before_the_exit(self, runtime, trap):
         me = otpy.self()
@@ -162,7 +163,7 @@ class TestSendAndReceive:
             raise error
 
         pid = otpy.spawn_link(body)
-        assert [recv() for _ in range(201)] == [*range(200), otpy.Exit(pid, error)]
+        assert [assert_receive(timeout=WAIT) for _ in range(201)] == [*range(200), otpy.Exit(pid, error)]
 
     def test_receive_with_match_takes_the_first_match_and_leaves_the_rest_in_order(self, runtime):
         me = otpy.self()
@@ -176,7 +177,7 @@ class TestSendAndReceive:
         otpy.send(me, 1)
         otpy.send(me, 2)
         otpy.send_after(0.05, me, "wanted")
-        assert recv(lambda m: m == "wanted") == "wanted"
+        assert assert_receive(lambda m: m == "wanted", WAIT) == "wanted"
         assert [otpy.receive(timeout=0), otpy.receive(timeout=0)] == [1, 2]
 
     def test_messages_skipped_by_a_selective_receive_stay_ahead_of_later_arrivals(self, runtime):
@@ -184,8 +185,8 @@ class TestSendAndReceive:
         otpy.send(me, 1)
         otpy.send(me, 2)
         otpy.spawn(lambda: [otpy.send(me, m) for m in (3, 4, "wanted", 5)])
-        assert recv(lambda m: m == "wanted") == "wanted"
-        assert [recv() for _ in range(5)] == [1, 2, 3, 4, 5]
+        assert assert_receive(lambda m: m == "wanted", WAIT) == "wanted"
+        assert [assert_receive(timeout=WAIT) for _ in range(5)] == [1, 2, 3, 4, 5]
 
     def test_receive_with_match_that_times_out_leaves_the_mailbox_untouched(self, runtime):
         me = otpy.self()
@@ -223,18 +224,18 @@ class TestSendAndReceive:
 
     def test_send_returns_none(self, runtime):
         assert otpy.send(otpy.self(), "x") is None
-        assert recv() == "x"
+        assert assert_receive(timeout=WAIT) == "x"
 
     def test_send_to_a_dead_pid_is_a_no_op(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.send(pid, "anyone there?") is None
         assert not otpy.is_alive(pid)
 
     def test_send_to_a_registered_name_delivers(self, runtime):
         otpy.register("inbox", otpy.self())
         otpy.send("inbox", "by name")
-        assert recv() == "by name"
+        assert assert_receive(timeout=WAIT) == "by name"
 
     def test_send_to_an_unregistered_name_raises_noproc_error_naming_it(self, runtime):
         with pytest.raises(otpy.NoProcError) as info:
@@ -246,7 +247,7 @@ class TestSendAndReceive:
         me = otpy.self()
         payload = {"k": [1, 2, (3, None)], "f": len}
         otpy.spawn(lambda: otpy.send(me, ("payload", payload)))
-        assert recv(tagged("payload")) == ("payload", payload)
+        assert assert_receive(tagged("payload"), WAIT) == ("payload", payload)
 
 
 # --- Exit and Down --------------------------------------------------------------------------
@@ -255,7 +256,7 @@ class TestSendAndReceive:
 class TestExitAndDownMessages:
     def test_down_is_a_frozen_attrs_class_with_ref_pid_and_reason(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        down = recv(down_of(ref))
+        down = assert_receive(down_of(ref), WAIT)
         assert isinstance(down, otpy.Down)
         assert attrs.has(otpy.Down)
         assert [f.name for f in attrs.fields(otpy.Down)] == ["ref", "pid", "reason"]
@@ -267,7 +268,7 @@ class TestExitAndDownMessages:
 
     def test_exit_is_a_frozen_attrs_class_with_pid_and_reason(self, runtime, trap):
         pid = otpy.spawn_link(lambda: None)
-        msg = recv(exit_from(pid))
+        msg = assert_receive(exit_from(pid), WAIT)
         assert isinstance(msg, otpy.Exit)
         assert attrs.has(otpy.Exit)
         assert [f.name for f in attrs.fields(otpy.Exit)] == ["pid", "reason"]
@@ -288,13 +289,13 @@ class TestExitAndDownMessages:
         pid = otpy.spawn_link(idle)
         otpy.monitor(pid)
         otpy.exit(pid, "bye")
-        got = {describe(recv()) for _ in range(2)}
+        got = {describe(assert_receive(timeout=WAIT)) for _ in range(2)}
         assert got == {("down", pid, "bye"), ("exit", pid, "bye")}
         assert describe("plain") == ("other", "plain")
 
     def test_exit_and_down_match_positionally_in_their_documented_order(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        match recv(down_of(ref)):
+        match assert_receive(down_of(ref), WAIT):
             case otpy.Down(r, p, reason):
                 assert (r, p, reason) == (ref, pid, "normal")
             case other:
@@ -314,7 +315,7 @@ class TestLink:
         run_in(a, lambda: otpy.link(b))
         ref_a = otpy.monitor(a)
         otpy.exit(b, "boom")
-        assert recv(down_of(ref_a)) == otpy.Down(ref_a, a, "boom")
+        assert assert_receive(down_of(ref_a), WAIT) == otpy.Down(ref_a, a, "boom")
 
     def test_a_link_works_in_both_directions(self, runtime):
         a = otpy.spawn(servant)
@@ -322,7 +323,7 @@ class TestLink:
         run_in(a, lambda: otpy.link(b))
         ref_b = otpy.monitor(b)
         otpy.exit(a, "boom")
-        assert recv(down_of(ref_b)).reason == "boom"
+        assert assert_receive(down_of(ref_b), WAIT).reason == "boom"
 
     def test_normal_exit_does_not_kill_a_linked_process(self, runtime):
         a = otpy.spawn(servant)
@@ -330,7 +331,7 @@ class TestLink:
         run_in(a, lambda: otpy.link(b))
         ref_b = otpy.monitor(b)
         otpy.send(b, "stop")
-        assert recv(down_of(ref_b)).reason == "normal"
+        assert assert_receive(down_of(ref_b), WAIT).reason == "normal"
         assert run_in(a, lambda: "still here") == "still here"
         otpy.send(a, "stop")
 
@@ -341,22 +342,22 @@ class TestLink:
         run_in(a, lambda: otpy.link(b))
         ref_a = otpy.monitor(a)
         otpy.exit(b, reason)
-        assert recv(down_of(ref_a)).reason == reason
+        assert assert_receive(down_of(ref_a), WAIT).reason == reason
 
     def test_trapping_process_gets_exit_with_the_pid_and_the_reason(self, runtime, trap):
         pid = otpy.spawn_link(idle)
         otpy.exit(pid, "boom")
-        assert recv(exit_from(pid)) == otpy.Exit(pid, "boom")
+        assert assert_receive(exit_from(pid), WAIT) == otpy.Exit(pid, "boom")
         assert otpy.is_alive(otpy.self())
 
     def test_trapping_process_gets_exit_normal_when_a_link_ends_normally(self, runtime, trap):
         pid = otpy.spawn_link(lambda: None)
-        assert recv(exit_from(pid)) == otpy.Exit(pid, "normal")
+        assert assert_receive(exit_from(pid), WAIT) == otpy.Exit(pid, "normal")
 
     def test_trapping_process_gets_the_exception_of_a_crashed_link(self, runtime, trap):
         error = RuntimeError("crash")
         pid = otpy.spawn_link(raise_, error)
-        assert recv(exit_from(pid)).reason is error
+        assert assert_receive(exit_from(pid), WAIT).reason is error
 
     def test_unlink_removes_the_link_in_both_directions(self, runtime):
         a = otpy.spawn(servant)
@@ -365,7 +366,7 @@ class TestLink:
         run_in(a, lambda: otpy.unlink(b))
         ref_b = otpy.monitor(b)
         otpy.exit(b, "boom")
-        assert recv(down_of(ref_b)).reason == "boom"
+        assert assert_receive(down_of(ref_b), WAIT).reason == "boom"
         assert run_in(a, lambda: "alive") == "alive"
         otpy.send(a, "stop")
 
@@ -374,15 +375,15 @@ class TestLink:
         otpy.unlink(pid)
         ref = otpy.monitor(pid)
         otpy.exit(pid, "boom")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         with pytest.raises(otpy.Timeout):
             otpy.receive(timeout=0.1, match=exit_from(pid))
 
     def test_link_to_a_dead_process_gives_a_trapping_caller_exit_noproc(self, runtime, trap):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         otpy.link(pid)
-        assert recv(exit_from(pid)) == otpy.Exit(pid, "noproc")
+        assert assert_receive(exit_from(pid), WAIT) == otpy.Exit(pid, "noproc")
 
     def test_link_shows_in_process_info_of_both_sides(self, runtime):
         me = otpy.self()
@@ -402,8 +403,8 @@ class TestExit:
         assert run_in(victim, lambda: otpy.trap_exits(True)) is False
         ref = otpy.monitor(victim)
         otpy.exit(victim, otpy.KILL)
-        assert recv(down_of(ref)).reason == "killed"
-        assert recv(exit_from(victim)) == otpy.Exit(victim, "killed")
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
+        assert assert_receive(exit_from(victim), WAIT) == otpy.Exit(victim, "killed")
         assert otpy.KILLED == "killed"
 
     def test_normal_signal_is_ignored_by_a_non_trapping_process(self, runtime):
@@ -424,7 +425,7 @@ class TestExit:
     def test_abnormal_signal_kills_a_non_trapping_process_with_that_reason(self, runtime):
         pid, ref = otpy.spawn_monitor(idle)
         otpy.exit(pid, ("custom", 1))
-        assert recv(down_of(ref)).reason == ("custom", 1)
+        assert assert_receive(down_of(ref), WAIT).reason == ("custom", 1)
         assert not otpy.is_alive(pid)
 
     def test_abnormal_signal_reaches_a_trapping_process_as_an_exit_from_the_sender(self, runtime):
@@ -438,7 +439,7 @@ class TestExit:
 
     def test_exit_to_a_dead_process_is_a_no_op(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.exit(pid, "boom") is None
 
     @pytest.mark.parametrize("reason", ["kill", "boom"])
@@ -477,7 +478,7 @@ class TestExit:
         assert sleeping.wait(WAIT)
         start = time.monotonic()
         otpy.exit(pid, "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
         assert time.monotonic() - start < 0.2, "the Down waited for the Python code to stop"
         assert finished.wait(WAIT)
         with pytest.raises(otpy.Timeout):
@@ -489,7 +490,7 @@ class TestExit:
         for i in range(10):
             otpy.send(pid, i)
         otpy.exit(pid, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.whereis("doomed") is None
         assert otpy.process_info(pid) is None
 
@@ -502,17 +503,17 @@ class TestMonitor:
         pid = otpy.spawn(idle)
         ref = otpy.monitor(pid)
         otpy.exit(pid, "boom")
-        assert recv(down_of(ref)) == otpy.Down(ref, pid, "boom")
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, pid, "boom")
 
     def test_monitor_of_a_killed_process_reports_killed(self, runtime):
         pid = otpy.spawn(idle)
         ref = otpy.monitor(pid)
         otpy.exit(pid, "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     def test_monitor_on_a_dead_pid_delivers_noproc_down_at_once(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         ref2 = otpy.monitor(pid)
         assert otpy.receive(timeout=1.0) == otpy.Down(ref2, pid, "noproc")
 
@@ -523,8 +524,8 @@ class TestMonitor:
         assert ref1 != ref2
         assert len({ref1, ref2}) == 2
         otpy.send(pid, "stop")
-        assert recv(down_of(ref1)).reason == "normal"
-        assert recv(down_of(ref2)).reason == "normal"
+        assert assert_receive(down_of(ref1), WAIT).reason == "normal"
+        assert assert_receive(down_of(ref2), WAIT).reason == "normal"
 
     def test_monitor_is_one_way_the_monitor_survives(self, runtime):
         watcher = otpy.spawn(servant)
@@ -541,7 +542,7 @@ class TestMonitor:
         ref2 = otpy.monitor(pid)
         otpy.demonitor(ref1)
         otpy.exit(pid, "boom")
-        recv(down_of(ref2))
+        assert_receive(down_of(ref2), WAIT)
         with pytest.raises(otpy.Timeout):
             otpy.receive(timeout=0.1, match=down_of(ref1))
 
@@ -551,7 +552,7 @@ class TestMonitor:
         ref1 = otpy.monitor(pid)
         ref2 = otpy.monitor(pid)
         otpy.exit(pid, "boom")
-        recv(down_of(ref2))
+        assert_receive(down_of(ref2), WAIT)
         wait_until(lambda: otpy.process_info(me).message_queue_len == 1)
         otpy.demonitor(ref1, flush=True)
         with pytest.raises(otpy.Timeout):
@@ -563,7 +564,7 @@ class TestMonitor:
         ref1 = otpy.monitor(pid)
         ref2 = otpy.monitor(pid)
         otpy.exit(pid, "boom")
-        recv(down_of(ref2))
+        assert_receive(down_of(ref2), WAIT)
         wait_until(lambda: otpy.process_info(me).message_queue_len == 1)
         otpy.demonitor(ref1)
         assert otpy.receive(timeout=0) == otpy.Down(ref1, pid, "boom")
@@ -623,7 +624,7 @@ class TestRegister:
         pid, ref = otpy.spawn_monitor(idle)
         otpy.register("worker", pid)
         otpy.exit(pid, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.whereis("worker") is None
         other = otpy.spawn(idle)
         otpy.register("worker", other)
@@ -678,7 +679,7 @@ class TestRegister:
 
     def test_a_dead_pid_cannot_hold_a_name(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         with contextlib.suppress(otpy.OtpError, ValueError):
             otpy.register("ghost", pid)
         assert otpy.whereis("ghost") is None
@@ -687,7 +688,7 @@ class TestRegister:
         otpy.register("me", otpy.self())
         assert otpy.whereis("me") == otpy.self()
         otpy.send("me", "hi")
-        assert recv() == "hi"
+        assert assert_receive(timeout=WAIT) == "hi"
 
 
 # --- timers ------------------------------------------------------------------------------------
@@ -697,24 +698,24 @@ class TestSendAfter:
     def test_send_after_delivers_the_message_after_the_delay(self, runtime):
         start = time.monotonic()
         otpy.send_after(0.05, otpy.self(), "tick")
-        assert recv() == "tick"
+        assert assert_receive(timeout=WAIT) == "tick"
         assert time.monotonic() - start >= 0.045
 
     def test_send_after_with_zero_delay_delivers(self, runtime):
         otpy.send_after(0, otpy.self(), "now")
-        assert recv() == "now"
+        assert assert_receive(timeout=WAIT) == "now"
 
     def test_send_after_to_a_registered_name_delivers(self, runtime):
         otpy.register("clock_reader", otpy.self())
         otpy.send_after(0.01, "clock_reader", "tick")
-        assert recv() == "tick"
+        assert assert_receive(timeout=WAIT) == "tick"
 
     def test_timers_fire_in_deadline_order(self, runtime):
         me = otpy.self()
         otpy.send_after(0.09, me, 3)
         otpy.send_after(0.03, me, 1)
         otpy.send_after(0.06, me, 2)
-        assert [recv(), recv(), recv()] == [1, 2, 3]
+        assert [assert_receive(timeout=WAIT), assert_receive(timeout=WAIT), assert_receive(timeout=WAIT)] == [1, 2, 3]
 
     def test_cancel_timer_returns_the_remaining_seconds_and_the_message_never_comes(self, runtime):
         me = otpy.self()
@@ -723,7 +724,7 @@ class TestSendAfter:
         assert isinstance(remaining, float)
         assert 0 < remaining <= 0.2
         otpy.send_after(0.3, me, "marker")
-        assert recv() == "marker"
+        assert assert_receive(timeout=WAIT) == "marker"
         with pytest.raises(otpy.Timeout):
             otpy.receive(timeout=0)
 
@@ -735,7 +736,7 @@ class TestSendAfter:
     def test_cancel_timer_after_it_fired_or_twice_returns_none(self, runtime):
         me = otpy.self()
         fired = otpy.send_after(0, me, "fired")
-        assert recv() == "fired"
+        assert assert_receive(timeout=WAIT) == "fired"
         assert otpy.cancel_timer(fired) is None
         pending = otpy.send_after(10.0, me, "never")
         assert otpy.cancel_timer(pending) is not None
@@ -746,22 +747,22 @@ class TestSendAfter:
         pid, ref = otpy.spawn_monitor(idle)
         tref = otpy.send_after(0.03, pid, "too late")
         otpy.exit(pid, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         otpy.send_after(0.08, me, "marker")
-        assert recv() == "marker"
+        assert assert_receive(timeout=WAIT) == "marker"
         assert otpy.cancel_timer(tref) is None
         assert not otpy.is_alive(pid)
         assert pid not in otpy.processes()
         otpy.send_after(0, me, "timers still work")
-        assert recv() == "timers still work"
+        assert assert_receive(timeout=WAIT) == "timers still work"
 
     def test_timer_to_a_name_that_is_not_registered_when_it_fires_does_nothing(self, runtime):
         me = otpy.self()
         otpy.send_after(0.01, "nobody_has_this_name", "lost")
         otpy.send_after(0.05, me, "marker")
-        assert recv() == "marker"
+        assert assert_receive(timeout=WAIT) == "marker"
         otpy.send_after(0, me, "timers still work")
-        assert recv() == "timers still work"
+        assert assert_receive(timeout=WAIT) == "timers still work"
 
     @pytest.mark.parametrize(
         "bad, error", [(-1, ValueError), (math.nan, ValueError), ("1", TypeError)]
@@ -792,7 +793,7 @@ class TestSleep:
             otpy.sleep(seconds)
 
         pid, ref = otpy.spawn_monitor(sleeper)
-        recv(lambda m: m == "sleeping")
+        assert_receive(lambda m: m == "sleeping", WAIT)
         start = time.monotonic()
         otpy.exit(pid, reason)
         assert otpy.receive(timeout=1.0, match=down_of(ref)).reason == seen
@@ -860,22 +861,22 @@ class TestProcessInfo:
                 pass
 
         pid, ref = otpy.spawn_monitor(spin)
-        recv(lambda m: m == "spinning")
+        assert_receive(lambda m: m == "spinning", WAIT)
         wait_until(lambda: otpy.process_info(pid).status == "running")
         assert otpy.process_info(pid).current is spin or "spin" in str(
             otpy.process_info(pid).current
         )
         otpy.exit(pid, "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     def test_a_process_sees_itself_running(self, runtime):
         me = otpy.self()
         otpy.spawn(lambda: otpy.send(me, ("status", otpy.process_info(otpy.self()).status)))
-        assert recv(tagged("status")) == ("status", "running")
+        assert assert_receive(tagged("status"), WAIT) == ("status", "running")
 
     def test_process_info_of_a_dead_pid_is_none(self, runtime):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.process_info(pid) is None
 
     def test_process_info_of_the_test_thread_reports_trap_exits_and_queue(self, runtime):
@@ -898,7 +899,7 @@ class TestProcesses:
         assert me in listed
         assert pid in listed
         otpy.send(pid, "stop")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert pid not in otpy.processes()
 
 
@@ -924,7 +925,7 @@ class TestPlainThreads:
         assert isinstance(theirs, otpy.Pid)
         assert theirs != me
         otpy.send(theirs, "hello thread")
-        assert recv(tagged("thread got")) == ("thread got", "hello thread", theirs)
+        assert assert_receive(tagged("thread got"), WAIT) == ("thread got", "hello thread", theirs)
         thread.join(WAIT)
         assert thread_result.get_nowait() == theirs
 
@@ -960,7 +961,7 @@ class TestPlainThreads:
         old, crasher = setup.get(timeout=WAIT)
         ref = otpy.monitor(old)
         otpy.send(crasher, "go")
-        assert recv(down_of(ref)).reason is error
+        assert assert_receive(down_of(ref), WAIT).reason is error
         assert not otpy.is_alive(old)
         go_on.set()
         thread.join(WAIT)
@@ -995,7 +996,7 @@ class TestPlainThreads:
         theirs = setup.get(timeout=WAIT)
         ref = otpy.monitor(theirs)
         otpy.exit(theirs, "go away")
-        assert recv(down_of(ref)).reason == "go away"
+        assert assert_receive(down_of(ref), WAIT).reason == "go away"
         reason, elapsed = outcome.get(timeout=WAIT)
         thread.join(WAIT)
         assert reason == "go away"
@@ -1004,7 +1005,7 @@ class TestPlainThreads:
     def test_a_plain_threads_process_ends_normally_when_the_thread_ends(self, runtime):
         theirs = in_thread(otpy.self)
         ref = otpy.monitor(theirs)
-        assert recv(down_of(ref)).reason in ("normal", "noproc")
+        assert assert_receive(down_of(ref), WAIT).reason in ("normal", "noproc")
         assert theirs not in otpy.processes()
 
     def test_two_plain_threads_get_different_processes(self, runtime):
@@ -1021,7 +1022,7 @@ class TestPid:
     def test_pid_is_hashable_and_compares_by_value(self, runtime):
         me = otpy.self()
         pid = otpy.spawn(lambda: otpy.send(me, ("self", otpy.self())))
-        _, seen_inside = recv(tagged("self"))
+        _, seen_inside = assert_receive(tagged("self"), WAIT)
         assert seen_inside == pid
         assert hash(seen_inside) == hash(pid)
         assert {pid: "x"}[seen_inside] == "x"
@@ -1083,7 +1084,7 @@ class TestKillBusyProcess:
                 pass
 
         pid, ref = otpy.spawn_monitor(spin)
-        recv(lambda m: m == "spinning")
+        assert_receive(lambda m: m == "spinning", WAIT)
         start = time.monotonic()
         otpy.exit(pid, reason)
         assert otpy.receive(timeout=1.0, match=down_of(ref)).reason == seen
@@ -1091,7 +1092,7 @@ class TestKillBusyProcess:
         assert not otpy.is_alive(pid)
         # the runtime keeps working; the fixture then checks that it shuts down
         _, ref2 = otpy.spawn_monitor(lambda: None)
-        assert recv(down_of(ref2)).reason == "normal"
+        assert assert_receive(down_of(ref2), WAIT).reason == "normal"
 
 
 class TestStress:
@@ -1099,7 +1100,7 @@ class TestStress:
         baseline = set(otpy.processes())
         for i in range(1000):
             pid = otpy.spawn_link(raise_, ValueError(i))
-            reason = recv(exit_from(pid)).reason
+            reason = assert_receive(exit_from(pid), WAIT).reason
             assert isinstance(reason, ValueError)
             assert reason.args == (i,)
         wait_until(lambda: set(otpy.processes()) == baseline)
@@ -1108,7 +1109,7 @@ class TestStress:
         for i in range(500):
             pid = otpy.spawn(raise_, ValueError(i))
             otpy.link(pid)
-            msg = recv(exit_from(pid))
+            msg = assert_receive(exit_from(pid), WAIT)
             assert msg.reason == "noproc" or (
                 isinstance(msg.reason, ValueError) and msg.reason.args == (i,)
             )
@@ -1119,7 +1120,7 @@ class TestStress:
         for _ in range(500):
             pid = otpy.spawn(lambda: None)
             ref = otpy.monitor(pid)
-            assert recv(down_of(ref)).reason in ("normal", "noproc")
+            assert assert_receive(down_of(ref), WAIT).reason in ("normal", "noproc")
         with pytest.raises(otpy.Timeout):
             otpy.receive(timeout=0.05)
 
@@ -1148,4 +1149,4 @@ class TestStress:
         for _ in range(1000):
             pid, ref = otpy.spawn_monitor(idle)
             otpy.exit(pid, "kill")
-            assert recv(down_of(ref)).reason == "killed"
+            assert assert_receive(down_of(ref), WAIT).reason == "killed"

@@ -9,11 +9,12 @@ import time
 
 import attrs
 import pytest
-from conftest import WAIT, down_of, recv, tagged, wait_until
+from conftest import WAIT, down_of, tagged, wait_until
 
 import otpy
 from otpy import telemetry
 from otpy.ratelimit import ConcurrencyLimiter, TokenBucket
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -142,7 +143,7 @@ class TestTokenBucketStart:
         bucket = TokenBucket.start_link(rate=1.0)
         ref = otpy.monitor(bucket)
         TokenBucket.stop(bucket)
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
         with pytest.raises(otpy.NoProcError):
             TokenBucket.try_acquire(bucket)
         with pytest.raises(otpy.NoProcError):
@@ -171,7 +172,7 @@ class TestTokenBucketSupervision:
         assert TokenBucket.try_acquire("mail", 4)
         ref = otpy.monitor(first)
         otpy.exit(first, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         wait_until(lambda: otpy.whereis("mail") not in (None, first))
         assert TokenBucket.available("mail") == 4.0
         otpy.Supervisor.stop(sup)
@@ -237,7 +238,7 @@ class TestTryAcquire:
         wait_until(lambda: queued_in(bucket, waiter))
         assert TokenBucket.available(bucket) >= 2.0
         assert not TokenBucket.try_acquire(bucket, 1)
-        assert recv(tagged("big"))[1] == "ok"
+        assert assert_receive(tagged("big"), WAIT)[1] == "ok"
         assert TokenBucket.try_acquire(bucket, 0.001)
 
     def test_a_refusal_emits_a_reject_event_and_a_grant_does_not(self, runtime, rejects):
@@ -278,7 +279,7 @@ class TestAcquire:
             pids.append(pid)
         served = []
         for _ in pids:
-            msg = recv(lambda m: type(m) is tuple and type(m[0]) is tuple and m[0][0] == "fifo")
+            msg = assert_receive(lambda m: type(m) is tuple and type(m[0]) is tuple and m[0][0] == "fifo", WAIT)
             assert msg[1] == "ok"
             served.append((msg[2], msg[0][1]))
         assert [i for _, i in served] == [0, 1, 2]
@@ -304,10 +305,10 @@ class TestAcquire:
         wait_until(lambda: queued_in(bucket, head))
         small = spawn_acquirer(bucket, 2, "small")
         wait_until(lambda: queued_in(bucket, small))
-        msg = recv(tagged("head"))
+        msg = assert_receive(tagged("head"), WAIT)
         assert msg[1] == "error" and isinstance(msg[2], otpy.Timeout)
         start = time.monotonic()
-        assert recv(tagged("small"))[1] == "ok"
+        assert assert_receive(tagged("small"), WAIT)[1] == "ok"
         assert time.monotonic() - start < 0.6  # 0.2 s of refill left, not the head's 0.9 s
         assert not queued_in(bucket, head)
         otpy.send(head, "stop")
@@ -364,7 +365,7 @@ class TestAcquire:
         waiter = spawn_acquirer(bucket, 1, "w")
         wait_until(lambda: queued_in(bucket, waiter))
         TokenBucket.stop(bucket)
-        msg = recv(tagged("w"))
+        msg = assert_receive(tagged("w"), WAIT)
         assert msg[1] == "error" and isinstance(msg[2], otpy.ExitError)
 
 
@@ -375,7 +376,7 @@ class TestUpdate:
         waiter = spawn_acquirer(bucket, 5, "w", timeout=2.0)  # 5 s at the old rate
         wait_until(lambda: queued_in(bucket, waiter))
         TokenBucket.update(bucket, rate=100.0)
-        assert recv(tagged("w"))[1] == "ok"
+        assert assert_receive(tagged("w"), WAIT)[1] == "ok"
 
     def test_lowering_the_capacity_clamps_the_tokens(self, runtime):
         bucket = TokenBucket.start_link(rate=0.001, capacity=10.0)
@@ -392,7 +393,7 @@ class TestUpdate:
         waiter = spawn_acquirer(bucket, 8, "w")
         wait_until(lambda: queued_in(bucket, waiter))
         TokenBucket.update(bucket, capacity=4.0)
-        msg = recv(tagged("w"))
+        msg = assert_receive(tagged("w"), WAIT)
         assert msg[1] == "error" and isinstance(msg[2], ValueError)
 
     def test_none_leaves_a_setting_unchanged(self, runtime):
@@ -554,7 +555,7 @@ class TestSlots:
                 otpy.send(me, ("stranger", exc))
 
         otpy.spawn(stranger)
-        assert isinstance(recv(tagged("stranger"))[1], ValueError)
+        assert isinstance(assert_receive(tagged("stranger"), WAIT)[1], ValueError)
         assert status(limiter) == (1, 0, 2)
 
     def test_slot_releases_on_exception(self, runtime):
@@ -567,17 +568,17 @@ class TestSlots:
     def test_the_slots_of_a_holder_that_dies_are_released(self, runtime):
         limiter = ConcurrencyLimiter.start_link(limit=3)
         holder = spawn_holder(limiter, "h", slots=2)
-        assert recv(tagged("h")) == ("h", "held")
+        assert assert_receive(tagged("h"), WAIT) == ("h", "held")
         assert status(limiter) == (2, 0, 3)
         ref = otpy.monitor(holder)
         otpy.exit(holder, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         wait_until(lambda: status(limiter) == (0, 0, 3))
 
     def test_a_holder_that_ends_normally_without_releasing_gives_its_slot_back(self, runtime):
         limiter = ConcurrencyLimiter.start_link(limit=1)
         holder = spawn_holder(limiter, "h")
-        assert recv(tagged("h")) == ("h", "held")
+        assert assert_receive(tagged("h"), WAIT) == ("h", "held")
         otpy.send(holder, "exit")
         ConcurrencyLimiter.acquire(limiter, timeout=WAIT)
         assert status(limiter) == (1, 0, 1)
@@ -592,11 +593,11 @@ class TestSlots:
         ConcurrencyLimiter.release(limiter)
         order = []
         for _ in holders:
-            msg = recv(lambda m: type(m) is tuple and type(m[0]) is tuple and m[1] == "held")
+            msg = assert_receive(lambda m: type(m) is tuple and type(m[0]) is tuple and m[1] == "held", WAIT)
             order.append(msg[0][1])
             assert status(limiter)[0] == 1
             otpy.send(holders[msg[0][1]], "release")
-            recv(lambda m, tag=msg[0]: m == (tag, "released"))
+            assert_receive(lambda m, tag=msg[0]: m == (tag, "released"), WAIT)
         assert order == [0, 1, 2]
         assert status(limiter) == (0, 0, 1)
 
@@ -616,7 +617,7 @@ class TestSlots:
         limiter = ConcurrencyLimiter.start_link(limit=1)
         ConcurrencyLimiter.acquire(limiter)
         waiter = spawn_holder(limiter, "late", timeout=0.05)
-        msg = recv(tagged("late"))
+        msg = assert_receive(tagged("late"), WAIT)
         assert msg[1] == "error" and isinstance(msg[2], otpy.Timeout)
         assert status(limiter) == (1, 0, 1)
         ConcurrencyLimiter.release(limiter)
@@ -629,7 +630,7 @@ class TestSlots:
         limiter = ConcurrencyLimiter.start_link(limit=1)
         ConcurrencyLimiter.acquire(limiter)
         holder = spawn_holder(limiter, "z", timeout=0)
-        assert isinstance(recv(tagged("z"))[2], otpy.Timeout)
+        assert isinstance(assert_receive(tagged("z"), WAIT)[2], otpy.Timeout)
         wait_until(lambda: not queued_in(limiter, holder))
         assert status(limiter) == (1, 0, 1)
 
@@ -646,7 +647,7 @@ class TestSlots:
     def test_racing_timeouts_never_leak_a_slot(self, runtime):
         limiter = ConcurrencyLimiter.start_link(limit=1)
         holder = spawn_holder(limiter, "h")
-        assert recv(tagged("h")) == ("h", "held")
+        assert assert_receive(tagged("h"), WAIT) == ("h", "held")
         rng = random.Random(4)
         me = otpy.self()
 
@@ -663,13 +664,13 @@ class TestSlots:
             otpy.spawn(racer, rng.uniform(0.0, 0.004))
             otpy.sleep(0.002)  # noqa: SLEEP001 the release races the racer's timeout
             otpy.send(holder, "release")
-            recv(lambda m: m == ("h", "released"))
-            recv(tagged("race"))
+            assert_receive(lambda m: m == ("h", "released"), WAIT)
+            assert_receive(tagged("race"), WAIT)
             wait_until(lambda: status(limiter) == (0, 0, 1))
             holder = spawn_holder(limiter, "h")
-            assert recv(tagged("h")) == ("h", "held")
+            assert assert_receive(tagged("h"), WAIT) == ("h", "held")
         otpy.send(holder, "release")
-        recv(lambda m: m == ("h", "released"))
+        assert_receive(lambda m: m == ("h", "released"), WAIT)
         assert status(limiter) == (0, 0, 1)
 
 

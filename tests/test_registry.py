@@ -15,9 +15,10 @@ import zlib
 from collections import deque
 
 import pytest
-from conftest import WAIT, down_of, recv, tagged, wait_until
+from conftest import WAIT, down_of, tagged, wait_until
 
 import otpy
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -52,7 +53,7 @@ def run_in_process(fn, *args):
             otpy.send(me, ("ran", ref, True, result))
 
     otpy.spawn(body)
-    _, _, ok, value = recv(lambda m: tagged("ran")(m) and m[1] is ref)
+    _, _, ok, value = assert_receive(lambda m: tagged("ran")(m) and m[1] is ref, WAIT)
     if not ok:
         raise value
     return value
@@ -96,7 +97,7 @@ def owner(*registrations) -> otpy.Pid:
 def stop_owner(pid) -> None:
     ref = otpy.monitor(pid)
     otpy.exit(pid, "kill")
-    recv(down_of(ref))
+    assert_receive(down_of(ref), WAIT)
 
 
 def as_owner(pid, fn):
@@ -234,7 +235,7 @@ class TestStop:
         Registry.register("reg", "k")
         ref = otpy.monitor(pid)
         Registry.stop("reg")
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
         with pytest.raises(otpy.NoProcError, match="reg"):
             Registry.lookup("reg", "k")
         with pytest.raises(otpy.NoProcError):
@@ -244,7 +245,7 @@ class TestStop:
         pid = Registry.start(name="reg")
         ref = otpy.monitor(pid)
         Registry.stop("reg", reason="shutdown", timeout=WAIT)
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
         with pytest.raises(otpy.NoProcError):
             Registry.stop("reg")
 
@@ -253,7 +254,7 @@ class TestStop:
         owners = [owner(("reg", "k", i)) for i in range(4)]
         ref = otpy.monitor(reg)
         otpy.exit(reg, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         for fn, args in [
             (Registry.lookup, ("reg", "k")),
             (Registry.count, ("reg",)),
@@ -375,7 +376,7 @@ class TestRegister:
 
         pids = [otpy.spawn(contender) for _ in range(8)]
         go.set()
-        results = [recv(lambda m: tagged("won")(m) or tagged("lost")(m)) for _ in pids]
+        results = [assert_receive(lambda m: tagged("won")(m) or tagged("lost")(m), WAIT) for _ in pids]
         winners = [pid for tag, pid, _ in results if tag == "won"]
         assert len(winners) == 1
         assert {holder for tag, _, holder in results if tag == "lost"} == {winners[0]}
@@ -579,7 +580,7 @@ class TestDispatch:
                 otpy.send(pid, ("echo", reply_to, "hello"))
 
         Registry.dispatch("pubsub", "news", broadcast)
-        assert [recv(tagged("info")) for _ in pids] == [("info", "hello")] * 5
+        assert [assert_receive(tagged("info"), WAIT) for _ in pids] == [("info", "hello")] * 5
         for p in pids:
             stop_owner(p)
 
@@ -699,9 +700,9 @@ class TestUpdateValue:
         me = otpy.self()
         Registry.start_link(name="reg", listeners=[me])
         Registry.register("reg", "k", 1)
-        recv(tagged("register"))
+        assert_receive(tagged("register"), WAIT)
         Registry.update_value("reg", "k", lambda v: v + 1)
-        assert no_message(lambda m: type(m) is tuple)
+        refute_receive(lambda m: type(m) is tuple, timeout=0)
 
 
 class TestMeta:
@@ -740,52 +741,52 @@ class TestListeners:
         me = otpy.self()
         Registry.start_link(name="reg", keys="duplicate", listeners=[me])
         Registry.register("reg", "k", "v")
-        assert recv(tagged("register")) == ("register", "reg", "k", me, "v")
+        assert assert_receive(tagged("register"), WAIT) == ("register", "reg", "k", me, "v")
         Registry.unregister("reg", "k")
-        assert recv(tagged("unregister")) == ("unregister", "reg", "k", me)
+        assert assert_receive(tagged("unregister"), WAIT) == ("unregister", "reg", "k", me)
 
     def test_listeners_are_reached_by_name_and_an_unnamed_registry_sends_its_pid(self, runtime):
         otpy.register("listener", otpy.self())
         reg = Registry.start_link(listeners=("listener",))
         pid = owner((reg, "k", 1))
-        assert recv(tagged("register")) == ("register", reg, "k", pid, 1)
+        assert assert_receive(tagged("register"), WAIT) == ("register", reg, "k", pid, 1)
         stop_owner(pid)
 
     def test_a_via_registration_is_announced(self, runtime):
         me = otpy.self()
         Registry.start_link(name="reg", listeners=[me])
         pid = Echo.start(name=via("reg", "echo", "val"))
-        assert recv(tagged("register")) == ("register", "reg", "echo", pid, "val")
+        assert assert_receive(tagged("register"), WAIT) == ("register", "reg", "echo", pid, "val")
         stop_owner(pid)
 
     def test_nothing_is_sent_for_a_failed_registration_or_an_empty_unregister(self, runtime):
         me = otpy.self()
         Registry.start_link(name="reg", listeners=[me])
         holder = owner(("reg", "k", 1))
-        recv(tagged("register"))
+        assert_receive(tagged("register"), WAIT)
         with pytest.raises(otpy.AlreadyRegisteredError):
             Registry.register("reg", "k", 2)
         Registry.unregister("reg", "k")
-        assert no_message(lambda m: type(m) is tuple)
+        refute_receive(lambda m: type(m) is tuple, timeout=0)
         stop_owner(holder)
 
     def test_a_dying_owner_sends_nothing_the_listener_monitors_it_instead(self, runtime):
         me = otpy.self()
         Registry.start_link(name="reg", listeners=[me])
         pid = owner(("reg", "k", 1))
-        recv(tagged("register"))
+        assert_receive(tagged("register"), WAIT)
         stop_owner(pid)
         Registry.register("reg", "marker")
         # The next message is the marker's registration: the death sent no "unregister".
-        assert recv(lambda m: type(m) is tuple)[:3] == ("register", "reg", "marker")
+        assert assert_receive(lambda m: type(m) is tuple, WAIT)[:3] == ("register", "reg", "marker")
 
     def test_a_dead_or_unknown_listener_does_not_break_registration(self, runtime):
         dead, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         me = otpy.self()
         Registry.start_link(name="reg", listeners=[dead, "nobody_has_this_name", me])
         Registry.register("reg", "k", 1)
-        assert recv(tagged("register")) == ("register", "reg", "k", me, 1)
+        assert assert_receive(tagged("register"), WAIT) == ("register", "reg", "k", me, 1)
         assert Registry.lookup("reg", "k") == [(me, 1)]
 
 
@@ -808,9 +809,9 @@ class TestVia:
         assert otpy.GenServer.call(name, "hi") == ("e1", "hi")
         assert Echo.call(name, "again", timeout=WAIT) == ("e1", "again")
         otpy.GenServer.cast(name, (me, "c"))
-        assert recv(tagged("cast")) == ("cast", "e1", "c")
+        assert assert_receive(tagged("cast"), WAIT) == ("cast", "e1", "c")
         otpy.send(name, (me, "s"))
-        assert recv(tagged("info")) == ("info", "e1", "s")
+        assert assert_receive(tagged("info"), WAIT) == ("info", "e1", "s")
 
     def test_an_agent_can_be_named_with_via(self, runtime):
         Registry.start_link(name="reg")
@@ -854,7 +855,7 @@ class TestVia:
         pid = Echo.start(name=via("reg", "echo"))
         ref = otpy.monitor(pid)
         otpy.GenServer.stop(pid)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         with pytest.raises(otpy.NoProcError):
             otpy.GenServer.call(via("reg", "echo"), "hi")
         with pytest.raises(otpy.NoProcError):
@@ -871,7 +872,7 @@ class TestVia:
         assert via("reg", "nobody").whereis_name() is None
         ref = otpy.monitor(via("reg", "echo"))
         otpy.exit(pid, "kill")
-        assert recv(down_of(ref)).pid == pid
+        assert assert_receive(down_of(ref), WAIT).pid == pid
 
     def test_unregister_name_unregisters_the_caller(self, runtime):
         Registry.start_link(name="reg")
@@ -937,7 +938,7 @@ class TestEntriesGoWithTheirOwner:
                 otpy.GenServer.stop(pid)
             case "exit_signal":
                 otpy.exit(pid, "shutdown")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert Registry.lookup("reg", "a") == []
         assert Registry.lookup("reg", "b") == []
         assert Registry.lookup("dup", "t") == []
@@ -951,7 +952,7 @@ class TestEntriesGoWithTheirOwner:
         otpy.trap_exits(True)
         try:
             pid = otpy.spawn_link(lambda: Registry.register("reg", "k"))
-            assert recv(lambda m: isinstance(m, otpy.Exit) and m.pid == pid).reason == "normal"
+            assert assert_receive(lambda m: isinstance(m, otpy.Exit) and m.pid == pid, WAIT).reason == "normal"
             Registry.register("reg", "k", "mine")
             assert Registry.lookup("reg", "k") == [(otpy.self(), "mine")]
         finally:
@@ -967,7 +968,7 @@ class TestEntriesGoWithTheirOwner:
         for _ in range(20):
             pid, ref = otpy.spawn_monitor(register_many)
             otpy.exit(pid, "kill")
-            recv(down_of(ref))
+            assert_receive(down_of(ref), WAIT)
             assert Registry.count("reg") == 0
 
     def test_a_server_restarted_under_its_via_name_gets_it_back_at_once(self, runtime):
@@ -976,7 +977,7 @@ class TestEntriesGoWithTheirOwner:
             pid = Echo.start(i, name=via("reg", "worker"))
             ref = otpy.monitor(pid)
             otpy.exit(pid, "kill")
-            recv(down_of(ref))
+            assert_receive(down_of(ref), WAIT)
         Echo.start_link("last", name=via("reg", "worker"))
         assert otpy.GenServer.call(via("reg", "worker"), "x") == ("last", "x")
 
@@ -1009,7 +1010,7 @@ class TestUnknownRegistry:
     @pytest.mark.parametrize(("what", "fn"), CALLS, ids=[c[0] for c in CALLS])
     def test_a_dead_pid_raises_noproc_error(self, runtime, what, fn):
         pid, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         with pytest.raises(otpy.NoProcError):
             fn(pid)
 

@@ -17,12 +17,13 @@ import time
 
 import attrs
 import pytest
-from conftest import WAIT, down_of, in_thread, nothing_pending, recv, tagged, wait_until
+from conftest import WAIT, down_of, in_thread, tagged, wait_until
 
 import otpy
 import otpy.retry
 from otpy import telemetry
 from otpy.retry import RetryPolicy, retry
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -543,8 +544,8 @@ class TestTelemetry:
             otpy.send(me, "finished")
 
         pid, ref = otpy.spawn_monitor(body)
-        recv(lambda m: m == "finished")
-        recv(down_of(ref))
+        assert_receive(lambda m: m == "finished", WAIT)
+        assert_receive(down_of(ref), WAIT)
         assert events.pids("scheduled") == [pid]
 
 
@@ -736,7 +737,7 @@ class TestInProcesses:
         wait_until(lambda: events.of("scheduled"))  # it is about to wait, or waiting
         assert events.measurements("scheduled") == [{"attempt": 1, "delay": 60.0}]
         otpy.exit(pid, "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
         assert unwound.wait(WAIT), "the killed process was still waiting to retry"
         assert fn.calls == 1
         assert events.of("exhausted") == []
@@ -751,10 +752,10 @@ class TestInProcesses:
             monitors = [otpy.spawn_monitor(otpy.retry.call, fn, policy=policy) for fn in fns]
             wait_until(lambda: len(events.of("scheduled")) == 3)
             otpy.spawn(lambda: otpy.send(me, "a fourth process ran"))
-            assert recv(lambda m: m == "a fourth process ran") == "a fourth process ran"
+            assert assert_receive(lambda m: m == "a fourth process ran", WAIT) == "a fourth process ran"
             for pid, ref in monitors:
                 otpy.exit(pid, "kill")
-                recv(down_of(ref))
+                assert_receive(down_of(ref), WAIT)
 
     def test_a_gen_server_handler_can_retry(self, runtime, events):
         class Store(otpy.GenServer):
@@ -789,7 +790,7 @@ class TestInProcesses:
         with pytest.raises(otpy.ExitError) as info:
             otpy.GenServer.call(server, "key")
         assert info.value.reason is fn.raised[-1]
-        assert recv(lambda m: isinstance(m, otpy.Exit) and m.pid == server).reason is fn.raised[-1]
+        assert assert_receive(lambda m: isinstance(m, otpy.Exit) and m.pid == server, WAIT).reason is fn.raised[-1]
 
     def test_a_plain_thread_can_retry(self, runtime):
         fn = Flaky(OSError(), OSError(), value="ok")
@@ -808,7 +809,7 @@ class TestInProcesses:
 
         for i in range(40):
             otpy.spawn(body, i)
-        results = sorted(recv(tagged("result"))[1:] for _ in range(40))
+        results = sorted(assert_receive(tagged("result"), WAIT)[1:] for _ in range(40))
         assert results == [(i, i % 4 + 1) for i in range(40)]
         assert len(events.of("scheduled")) == sum(i % 4 for i in range(40))
-        assert nothing_pending(tagged("result"))
+        refute_receive(tagged("result"), timeout=0)

@@ -16,9 +16,10 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, idle, in_thread, recv
+from conftest import WAIT, idle, in_thread
 
 import otpy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -206,7 +207,7 @@ class TestThreads:
             for _ in range(6):
                 otpy.spawn(busy, me)
             for _ in range(6):
-                assert recv(lambda m: m == "done") == "done"
+                assert assert_receive(lambda m: m == "done", WAIT) == "done"
         assert peak <= 2
 
     def test_processes_blocked_in_receive_do_not_starve_a_one_thread_pool(self, runtime):
@@ -220,10 +221,10 @@ class TestThreads:
 
             for i in range(20):
                 otpy.spawn(waiter, i)
-            pids = [recv(lambda m: type(m) is tuple and m[0] == "ready")[2] for _ in range(20)]
+            pids = [assert_receive(lambda m: type(m) is tuple and m[0] == "ready", WAIT)[2] for _ in range(20)]
             for pid in pids:
                 otpy.send(pid, "wake")
-            got = [recv(lambda m: type(m) is tuple and m[0] == "got") for _ in range(20)]
+            got = [assert_receive(lambda m: type(m) is tuple and m[0] == "got", WAIT) for _ in range(20)]
         assert sorted(i for _, i, _ in got) == list(range(20))
 
     def test_a_chain_of_calls_deeper_than_the_pool_completes(self, runtime):
@@ -253,7 +254,7 @@ class TestThreads:
 
             tasks = [otpy.Task.async_(wait_for_go, i) for i in range(30)]
             for _ in range(30):
-                otpy.send(recv(lambda m: type(m) is tuple and m[0] == "ready")[1], "go")
+                otpy.send(assert_receive(lambda m: type(m) is tuple and m[0] == "ready", WAIT)[1], "go")
             assert otpy.Task.await_many(tasks, timeout=10) == list(range(30))
 
     def test_a_handler_waiting_on_a_stream_of_tasks_does_not_starve_a_one_thread_pool(

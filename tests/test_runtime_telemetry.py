@@ -6,24 +6,16 @@ import pytest
 
 import otpy
 from otpy import telemetry
-from tests.conftest import down_of, recv, wait_until
+from otpy.testing import assert_receive
+from tests.conftest import WAIT, down_of, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
 
 @pytest.fixture
-def events():
+def events(capture_telemetry):
     """Every otpy runtime event, as (event, measurements, metadata), while the test runs."""
-    seen = []
-    names = [
-        ("otpy", "process", "crash"),
-        ("otpy", "supervisor", "restart"),
-        ("otpy", "supervisor", "max_intensity"),
-        ("otpy", "mailbox", "drop"),
-    ]
-    telemetry.attach_many("test-runtime-events", names, lambda e, m, md, _: seen.append((e, m, md)))
-    yield seen
-    telemetry.detach("test-runtime-events")
+    return capture_telemetry(("otpy", "process"), ("otpy", "supervisor"), ("otpy", "mailbox"))
 
 
 def of(events, *name):
@@ -44,7 +36,8 @@ class Crasher(otpy.GenServer):
 class TestProcessCrash:
     def test_a_body_that_raises_emits_a_crash(self, runtime, events):
         pid, ref = otpy.spawn_monitor(lambda: 1 / 0)
-        reason = recv(down_of(ref)).reason
+        reason = assert_receive(down_of(ref), WAIT).reason
+        wait_until(lambda: of(events, "process", "crash"))  # emitted just after the Down
         (m, md) = of(events, "process", "crash")[0]
         assert m == {} and md == {"pid": pid, "name": None, "reason": reason}
 
@@ -53,19 +46,20 @@ class TestProcessCrash:
         ref = otpy.monitor(pid)
         with pytest.raises(otpy.ExitError):
             Crasher.call(pid, "crash")
-        reason = recv(down_of(ref)).reason
+        reason = assert_receive(down_of(ref), WAIT).reason
+        wait_until(lambda: of(events, "process", "crash"))
         assert of(events, "process", "crash") == [({}, {"pid": pid, "name": "crasher", "reason": reason})]
 
     def test_normal_and_shutdown_exits_and_kills_are_no_crash(self, runtime, events):
         _, ref = otpy.spawn_monitor(lambda: None)
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         server = Crasher.start()
         ref = otpy.monitor(server)
         assert Crasher.call(server, "stop") == "ok"
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         victim, ref = otpy.spawn_monitor(otpy.receive)
         otpy.exit(victim, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert of(events, "process", "crash") == []
 
 
@@ -117,7 +111,7 @@ class TestSupervisorEvents:
         otpy.exit(pid_of(), "kill")
         wait_until(lambda: of(events, "supervisor", "restart"))
         otpy.exit(pid_of(), "kill")
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
         assert of(events, "supervisor", "max_intensity") == [
             ({"restarts": 2}, {"supervisor": sup, "max_restarts": 1, "max_seconds": 5.0})
         ]
@@ -133,7 +127,7 @@ class TestHandlersInTheRuntime:
         try:
             for _ in range(2):
                 _, ref = otpy.spawn_monitor(lambda: 1 / 0)
-                assert isinstance(recv(down_of(ref)).reason, ZeroDivisionError)
+                assert isinstance(assert_receive(down_of(ref), WAIT).reason, ZeroDivisionError)
             assert not any(h.id == "bad-crash-handler" for h in telemetry.list_handlers())
             assert Crasher.call(Crasher.start(), "ping") == "pong"
         finally:

@@ -17,11 +17,12 @@ import time
 import tracemalloc
 
 import pytest
-from conftest import WAIT, down_of, recv, tagged, wait_until
+from conftest import WAIT, down_of, tagged, wait_until
 from stage_helpers import Numbers, settle
 
 import otpy
 import otpy.stage as stage
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -133,18 +134,9 @@ def events_of(consumer, n, timeout=WAIT):
     """The events ``consumer`` reports, until there are ``n`` of them."""
     got = []
     while len(got) < n:
-        msg = recv(lambda m: tagged("events")(m) and m[1] == consumer, timeout)
+        msg = assert_receive(lambda m: tagged("events")(m) and m[1] == consumer, timeout)
         got.extend(msg[2])
     return got
-
-
-def no_message(match, timeout=0.0):
-    """True if no message that ``match`` accepts is in the mailbox."""
-    try:
-        otpy.receive(timeout=timeout, match=match)
-    except otpy.Timeout:
-        return True
-    return False
 
 
 class Ledger:
@@ -287,7 +279,7 @@ class TestProducer:
         leaves = Recorder.start(me, subscribe_to=[(source, {"max_demand": 1, "min_demand": 0})])
         ref = otpy.monitor(leaves)
         otpy.exit(leaves, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert events_of(stays, 1) == ["goodbye"]
 
     def test_a_consumer_callback_that_returns_events_crashes_the_consumer(self, runtime):
@@ -298,7 +290,7 @@ class TestProducer:
         consumer = Emitting.start()
         ref = otpy.monitor(consumer)
         otpy.GenServer.cast(consumer, "emit")
-        reason = recv(down_of(ref)).reason
+        reason = assert_receive(down_of(ref), WAIT).reason
         assert isinstance(reason, TypeError)
         assert "not allowed" in str(reason)
 
@@ -314,7 +306,7 @@ class TestProducer:
 
         producer = Stopping.start_link()
         otpy.GenServer.stop(producer, reason="normal")
-        assert recv(tagged("terminate")) == ("terminate", "normal")
+        assert assert_receive(tagged("terminate"), WAIT) == ("terminate", "normal")
         assert not otpy.is_alive(producer)
 
     def test_stages_start_with_their_init_arguments_and_a_name(self, runtime):
@@ -362,7 +354,7 @@ class TestDemandProtocol:
         me = otpy.self()
         numbers = Numbers.start_link(3000)
         consumer = Recorder.start_link(me, subscribe_to=[numbers])
-        subscribed = recv(tagged("subscribed"))
+        subscribed = assert_receive(tagged("subscribed"), WAIT)
         assert subscribed[3]["max_demand"] == 1000
         assert subscribed[3]["min_demand"] == 500
         assert subscribed[3]["cancel"] == "permanent"
@@ -377,7 +369,7 @@ class TestDemandProtocol:
         me = otpy.self()
         numbers = Numbers.start_link(40)
         consumer = Recorder.start_link(me, subscribe_to=[(numbers, {"max_demand": 20})])
-        assert recv(tagged("subscribed"))[3]["min_demand"] == 10
+        assert assert_receive(tagged("subscribed"), WAIT)[3]["min_demand"] == 10
         events_of(consumer, 40)
         settle(consumer, numbers)
         assert otpy.GenServer.call(numbers, "demands")[:3] == [20, 10, 10]
@@ -413,15 +405,15 @@ class TestDemandProtocol:
         consumer = Recorder.start_link(
             me, subscribe_to=[(source, {"max_demand": 10, "min_demand": 5})]
         )
-        assert recv(tagged("demand")) == ("demand", 10)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 10)
         otpy.GenServer.cast(source, ("emit", [1, 2, 3]))
         events_of(consumer, 3)
         settle(consumer, source)
-        assert no_message(tagged("demand"))  # pending demand 7 > min_demand 5
+        refute_receive(tagged("demand"), timeout=0)  # pending demand 7 > min_demand 5
         otpy.GenServer.cast(source, ("emit", [4, 5, 6]))
         events_of(consumer, 3)
         # pending 4 <= 5: asks for max_demand - 4 = 6, as GenStage does
-        assert recv(tagged("demand")) == ("demand", 6)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 6)
 
     def test_a_producer_consumer_handles_input_only_while_downstream_asks(self, runtime):
         # GenStage's rule: input waits in the producer-consumer until downstream asks;
@@ -431,20 +423,20 @@ class TestDemandProtocol:
         numbers = Numbers.start_link(None, me)
         double = Double.start_link(subscribe_to=[(numbers, {"max_demand": 10, "min_demand": 5})])
         consumer = Recorder.start_link(me, manual=True, subscribe_to=[double])
-        assert recv(tagged("demand")) == ("demand", 10)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 10)
         settle(consumer, double, numbers)
-        assert no_message(tagged("demand"))  # the 10 wait in the producer-consumer
-        assert no_message(tagged("events"))
+        refute_receive(tagged("demand"), timeout=0)  # the 10 wait in the producer-consumer
+        refute_receive(tagged("events"), timeout=0)
         otpy.GenServer.call(consumer, ("ask", 3))
         assert events_of(consumer, 3) == [0, 2, 4]
-        assert recv(tagged("demand")) == ("demand", 5)  # one batch of 5 handled
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 5)  # one batch of 5 handled
         settle(consumer, double, numbers)
-        assert no_message(tagged("events"))  # 6 and 8 wait in its buffer
+        refute_receive(tagged("events"), timeout=0)  # 6 and 8 wait in its buffer
         otpy.GenServer.call(consumer, ("ask", 3))
         assert events_of(consumer, 3) == [6, 8, 10]
-        assert recv(tagged("demand")) == ("demand", 5)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 5)
         settle(consumer, double, numbers)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
         assert sum(otpy.GenServer.call(numbers, "demands")) == 20
 
     def test_events_from_several_producers_come_with_their_own_from(self, runtime):
@@ -452,13 +444,13 @@ class TestDemandProtocol:
         first = Source.start_link()
         second = Source.start_link()
         consumer = Recorder.start_link(me, subscribe_to=[first, (second, {"max_demand": 5})])
-        subscriptions = {recv(tagged("subscribed"))[4] for _ in range(2)}
+        subscriptions = {assert_receive(tagged("subscribed"), WAIT)[4] for _ in range(2)}
         assert {from_[0] for from_ in subscriptions} == {first, second}
         otpy.GenServer.cast(first, ("emit", ["one"]))
-        msg = recv(tagged("events"))
+        msg = assert_receive(tagged("events"), WAIT)
         assert msg[2] == ["one"] and msg[3][0] == first and msg[3] in subscriptions
         otpy.GenServer.cast(second, ("emit", ["two"]))
-        msg = recv(tagged("events"))
+        msg = assert_receive(tagged("events"), WAIT)
         assert msg[2] == ["two"] and msg[3][0] == second and msg[3] in subscriptions
         assert msg[1] == consumer
 
@@ -472,7 +464,7 @@ class TestSubscribe:
         numbers = Numbers.start_link(4)
         consumer = Recorder.start_link(me)
         ref = stage.sync_subscribe(consumer, to=numbers, max_demand=2, min_demand=1)
-        subscribed = recv(tagged("subscribed"))
+        subscribed = assert_receive(tagged("subscribed"), WAIT)
         assert subscribed[4] == (numbers, ref)
         assert subscribed[3]["max_demand"] == 2
         assert subscribed[3]["min_demand"] == 1
@@ -490,7 +482,7 @@ class TestSubscribe:
         numbers = Numbers.start_link(3)
         consumer = Recorder.start_link(me)
         assert stage.async_subscribe(consumer, to=numbers, cancel="transient") is None
-        subscribed = recv(tagged("subscribed"))
+        subscribed = assert_receive(tagged("subscribed"), WAIT)
         assert subscribed[3]["cancel"] == "transient"
         assert events_of(consumer, 3) == [0, 1, 2]
 
@@ -498,8 +490,8 @@ class TestSubscribe:
         me = otpy.self()
         source = Source.start_link(me)
         consumer = Recorder.start_link(me, subscribe_to=[(source, {"max_demand": 8})])
-        consumer_side = recv(lambda m: tagged("subscribed")(m) and m[1] == consumer)
-        producer_side = recv(lambda m: tagged("subscribed")(m) and m[1] == "consumer")
+        consumer_side = assert_receive(lambda m: tagged("subscribed")(m) and m[1] == consumer, WAIT)
+        producer_side = assert_receive(lambda m: tagged("subscribed")(m) and m[1] == "consumer", WAIT)
         assert consumer_side[2] == "producer"
         assert consumer_side[4][0] == source
         assert producer_side[3] == (consumer, consumer_side[4][1])
@@ -519,7 +511,7 @@ class TestSubscribe:
         otpy.GenServer.stop(dead)
         consumer = Recorder.start_link(me)
         stage.sync_subscribe(consumer, to=dead, cancel="temporary")
-        cancel = recv(tagged("cancel"))
+        cancel = assert_receive(tagged("cancel"), WAIT)
         assert cancel[2] == ("down", "noproc")
         assert otpy.GenServer.call(consumer, "ping") == "pong"
 
@@ -529,7 +521,7 @@ class TestSubscribe:
         otpy.GenServer.stop(dead)
         consumer = Recorder.start(me, subscribe_to=[dead])
         ref = otpy.monitor(consumer)
-        assert recv(down_of(ref)).reason == "noproc"
+        assert assert_receive(down_of(ref), WAIT).reason == "noproc"
 
     def test_a_temporary_subscription_to_an_unregistered_name_leaves_the_consumer_running(
         self, runtime
@@ -553,14 +545,14 @@ class TestManualDemand:
         me = otpy.self()
         numbers = Numbers.start_link(None, me)
         consumer = Recorder.start_link(me, manual=True, subscribe_to=[numbers])
-        recv(tagged("subscribed"))
+        assert_receive(tagged("subscribed"), WAIT)
         settle(consumer, numbers)
-        assert no_message(tagged("demand"))
+        refute_receive(tagged("demand"), timeout=0)
         assert otpy.GenServer.call(consumer, ("ask", 7)) == "asked"
-        assert recv(tagged("demand")) == ("demand", 7)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 7)
         assert events_of(consumer, 7) == list(range(7))
         settle(consumer, numbers)
-        assert no_message(tagged("demand"))  # handling events asks for nothing more
+        refute_receive(tagged("demand"), timeout=0)  # handling events asks for nothing more
         otpy.GenServer.call(consumer, ("ask", 2))
         assert events_of(consumer, 2) == [7, 8]
         assert otpy.GenServer.call(numbers, "demands") == [7, 2]
@@ -571,11 +563,11 @@ class TestManualDemand:
         consumer = Recorder.start_link(me, manual=True, subscribe_to=[source])
         otpy.GenServer.call(consumer, ("ask", 2))
         otpy.GenServer.call(consumer, ("ask", 3))
-        assert [recv(tagged("demand"))[1] for _ in range(2)] == [2, 3]
+        assert [assert_receive(tagged("demand"), WAIT)[1] for _ in range(2)] == [2, 3]
         otpy.GenServer.cast(source, ("emit", list(range(9))))
         assert events_of(consumer, 5) == [0, 1, 2, 3, 4]
         settle(source, consumer)
-        assert no_message(tagged("events"))  # the other 4 wait in the producer's buffer
+        refute_receive(tagged("events"), timeout=0)  # the other 4 wait in the producer's buffer
         otpy.GenServer.call(consumer, ("ask", 10))
         assert events_of(consumer, 4) == [5, 6, 7, 8]
 
@@ -624,7 +616,7 @@ class TestBuffer:
         consumer = Recorder.start_link(me, subscribe_to=[source])
         assert events_of(consumer, 3) == [3, 4, 5]
         settle(source, consumer)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_buffer_keep_first_keeps_the_first_events(self, runtime, caplog):
         me = otpy.self()
@@ -637,7 +629,7 @@ class TestBuffer:
         consumer = Recorder.start_link(me, subscribe_to=[source])
         assert events_of(consumer, 3) == [1, 2, 3]
         settle(source, consumer)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
 
     def test_the_default_buffer_size_is_ten_thousand(self, runtime, caplog):
         me = otpy.self()
@@ -672,13 +664,13 @@ class TestDemandMode:
         consumer = Recorder.start_link(me, subscribe_to=[(numbers, {"max_demand": 10})])
         other = Recorder.start_link(me, subscribe_to=[(numbers, {"max_demand": 4})])
         settle(consumer, other, numbers)
-        assert no_message(tagged("demand"))
-        assert no_message(tagged("events"))
+        refute_receive(tagged("demand"), timeout=0)
+        refute_receive(tagged("events"), timeout=0)
         assert stage.demand(numbers, "forward") == "forward"
         assert stage.demand(numbers) == "forward"
         total = 0
         while total < 14:  # the accumulated demand, in one call or several
-            total += recv(tagged("demand"))[1]
+            total += assert_receive(tagged("demand"), WAIT)[1]
         assert total == 14
         got = events_of(consumer, 10) + events_of(other, 4)
         assert sorted(got[:14]) == list(range(14))
@@ -689,14 +681,14 @@ class TestDemandMode:
         consumer = Recorder.start_link(
             me, subscribe_to=[(source, {"max_demand": 4, "min_demand": 2})]
         )
-        assert recv(tagged("demand")) == ("demand", 4)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 4)
         assert stage.demand(source, "accumulate") == "accumulate"
         otpy.GenServer.cast(source, ("emit", [1, 2, 3, 4]))
         events_of(consumer, 4)
         settle(consumer, source)
-        assert no_message(tagged("demand"))
+        refute_receive(tagged("demand"), timeout=0)
         stage.demand(source, "forward")
-        assert recv(tagged("demand")) == ("demand", 4)
+        assert assert_receive(tagged("demand"), WAIT) == ("demand", 4)
 
     def test_demand_forward_on_a_forward_producer_changes_nothing(self, runtime):
         me = otpy.self()
@@ -737,10 +729,10 @@ class TestCancel:
         consumer = Recorder.start(me, subscribe_to=[(source, {"cancel": "permanent"})])
         ref = otpy.monitor(consumer)
         stop_producer(source, reason)
-        cancel = recv(tagged("cancel"))
+        cancel = assert_receive(tagged("cancel"), WAIT)
         assert cancel[2][0] == "down"
         assert cancel[2][1] is reason or cancel[2][1] == reason
-        down = recv(down_of(ref)).reason
+        down = assert_receive(down_of(ref), WAIT).reason
         assert down is reason or down == reason
 
     @pytest.mark.parametrize(
@@ -762,13 +754,13 @@ class TestCancel:
         consumer = Recorder.start(me, subscribe_to=[(source, {"cancel": "transient"})])
         ref = otpy.monitor(consumer)
         stop_producer(source, reason)
-        assert recv(tagged("cancel"))[2] == ("down", reason)
+        assert assert_receive(tagged("cancel"), WAIT)[2] == ("down", reason)
         if exits:
-            down = recv(down_of(ref)).reason
+            down = assert_receive(down_of(ref), WAIT).reason
             assert down is reason or down == reason
         else:
             assert otpy.GenServer.call(consumer, "ping") == "pong"
-            assert no_message(down_of(ref))
+            refute_receive(down_of(ref), timeout=0)
 
     @pytest.mark.parametrize(
         "reason", ["normal", "boom", RuntimeError("producer crashed")], ids=str
@@ -779,16 +771,16 @@ class TestCancel:
         consumer = Recorder.start(me, subscribe_to=[(source, {"cancel": "temporary"})])
         ref = otpy.monitor(consumer)
         stop_producer(source, reason)
-        assert recv(tagged("cancel"))[2] == ("down", reason)
+        assert assert_receive(tagged("cancel"), WAIT)[2] == ("down", reason)
         assert otpy.GenServer.call(consumer, "ping") == "pong"
-        assert no_message(down_of(ref))
+        refute_receive(down_of(ref), timeout=0)
 
     def test_a_temporary_consumer_can_subscribe_again_after_its_producer_died(self, runtime):
         me = otpy.self()
         source = Source.start()
         consumer = Recorder.start_link(me, subscribe_to=[(source, {"cancel": "temporary"})])
         otpy.GenServer.stop(source, reason="shutdown")
-        recv(tagged("cancel"))
+        assert_receive(tagged("cancel"), WAIT)
         numbers = Numbers.start_link(2)
         stage.sync_subscribe(consumer, to=numbers)
         assert events_of(consumer, 2) == [0, 1]
@@ -798,11 +790,11 @@ class TestCancel:
         source = Source.start_link(me)
         crashing = Recorder.start(me, crash_on="boom", subscribe_to=[(source, {"max_demand": 100})])
         ref = otpy.monitor(crashing)
-        recv(lambda m: tagged("subscribed")(m) and m[1] == "consumer")
+        assert_receive(lambda m: tagged("subscribed")(m) and m[1] == "consumer", WAIT)
         otpy.GenServer.cast(source, ("emit", ["boom"]))
-        reason = recv(down_of(ref)).reason
+        reason = assert_receive(down_of(ref), WAIT).reason
         assert isinstance(reason, RuntimeError)
-        cancelled = recv(tagged("cancelled"))
+        cancelled = assert_receive(tagged("cancelled"), WAIT)
         assert cancelled[1][0] == "down"
         assert cancelled[1][1] is reason
         assert cancelled[2][0] == crashing
@@ -816,15 +808,15 @@ class TestCancel:
         me = otpy.self()
         source = Source.start_link(me)
         consumer = Recorder.start_link(me, subscribe_to=[(source, {"cancel": "temporary"})])
-        recv(lambda m: tagged("subscribed")(m) and m[1] == consumer)
+        assert_receive(lambda m: tagged("subscribed")(m) and m[1] == consumer, WAIT)
         from_ = otpy.GenServer.call(consumer, "from")
         stage.cancel(from_, "enough")
-        assert recv(tagged("cancel"))[2] == ("cancel", "enough")
-        assert recv(tagged("cancelled"))[1] == ("cancel", "enough")
+        assert assert_receive(tagged("cancel"), WAIT)[2] == ("cancel", "enough")
+        assert assert_receive(tagged("cancelled"), WAIT)[1] == ("cancel", "enough")
         assert otpy.GenServer.call(consumer, "ping") == "pong"
         otpy.GenServer.cast(source, ("emit", ["lost?"]))
         settle(source, consumer)
-        assert no_message(tagged("events"))
+        refute_receive(tagged("events"), timeout=0)
         assert otpy.is_alive(source)
 
     @pytest.mark.parametrize(
@@ -844,11 +836,11 @@ class TestCancel:
         source = Source.start_link()
         consumer = Recorder.start(me, subscribe_to=[(source, {"cancel": mode})])
         ref = otpy.monitor(consumer)
-        recv(tagged("subscribed"))
+        assert_receive(tagged("subscribed"), WAIT)
         stage.cancel(otpy.GenServer.call(consumer, "from"), reason)
-        assert recv(tagged("cancel"))[2] == ("cancel", reason)
+        assert assert_receive(tagged("cancel"), WAIT)[2] == ("cancel", reason)
         if exits:
-            assert recv(down_of(ref)).reason == reason
+            assert assert_receive(down_of(ref), WAIT).reason == reason
         else:
             assert otpy.GenServer.call(consumer, "ping") == "pong"
         assert otpy.is_alive(source)
@@ -857,9 +849,9 @@ class TestCancel:
         me = otpy.self()
         source = Source.start_link()
         consumer = Recorder.start_link(me, subscribe_to=[(source, {"cancel": "temporary"})])
-        recv(tagged("subscribed"))
+        assert_receive(tagged("subscribed"), WAIT)
         stage.cancel(otpy.GenServer.call(consumer, "from"))
-        assert recv(tagged("cancel"))[2] == ("cancel", "normal")
+        assert assert_receive(tagged("cancel"), WAIT)[2] == ("cancel", "normal")
 
     def test_a_producer_consumer_exits_with_its_permanent_producer_and_takes_its_consumer(
         self, runtime
@@ -871,7 +863,7 @@ class TestCancel:
         refs = {otpy.monitor(double): "double", otpy.monitor(consumer): "consumer"}
         crash = RuntimeError("upstream crashed")
         otpy.GenServer.cast(source, ("raise", crash))
-        downs = [recv(lambda m: isinstance(m, otpy.Down) and m.ref in refs) for _ in range(2)]
+        downs = [assert_receive(lambda m: isinstance(m, otpy.Down) and m.ref in refs, WAIT) for _ in range(2)]
         assert {refs[d.ref] for d in downs} == {"double", "consumer"}
         assert all(d.reason is crash for d in downs)
 
@@ -917,7 +909,7 @@ class TestSupervision:
         refs = [otpy.monitor(pid) for pid in first]
         otpy.exit(first[0], "kill")
         for ref in refs:
-            recv(down_of(ref))
+            assert_receive(down_of(ref), WAIT)
 
         def restarted():
             pids = [child.pid for child in otpy.Supervisor.which_children(sup)]
@@ -969,7 +961,7 @@ class TestBadOptions:
         assert named in str(info.value)
         assert otpy.GenServer.call(consumer, "from") is None
         settle(source)
-        assert no_message(tagged("subscribed"))
+        refute_receive(tagged("subscribed"), timeout=0)
 
     @pytest.mark.parametrize("opts, named", BAD_SUBSCRIPTION_OPTIONS)
     def test_async_subscribe_with_a_bad_option_raises_at_the_call(self, runtime, opts, named):
@@ -1044,7 +1036,7 @@ class TestBackPressure:
             pause=0.0005,
             subscribe_to=[(producer, {"max_demand": 100, "min_demand": 80})],
         )
-        assert recv(tagged("done"), timeout=20) == ("done", total)
+        assert assert_receive(tagged("done"), timeout=20) == ("done", total)
         assert ledger.produced == ledger.consumed == total
         # In flight: produced and not yet handled, this batch included.
         assert ledger.max_in_flight == 100
@@ -1064,7 +1056,7 @@ class TestBackPressure:
                 pause=0.0002,
                 subscribe_to=[(producer, {"max_demand": 50, "min_demand": 40})],
             )
-            assert recv(tagged("done"), timeout=20) == ("done", total)
+            assert assert_receive(tagged("done"), timeout=20) == ("done", total)
         assert ledger.produced == ledger.consumed == total
         assert ledger.max_in_flight <= 50 + 20
         assert ledger.max_in_flight > 50  # the buffer was used
@@ -1096,7 +1088,7 @@ class TestBackPressure:
         Tally.start_link(
             ledger, me, total, pause=0.0001, subscribe_to=[(middle, {"max_demand": 20})]
         )
-        assert recv(tagged("done"), timeout=20) == ("done", total)
+        assert assert_receive(tagged("done"), timeout=20) == ("done", total)
         # Each subscription's max_demand, plus the middle stage's buffer: at most one
         # input batch (50 - 25) it handled beyond its consumer's demand.
         assert ledger.max_in_flight <= 50 + 20 + 25
@@ -1117,7 +1109,7 @@ class TestBackPressure:
                 sample_every=50_000,
                 subscribe_to=[(middle, {"max_demand": 1000})],
             )
-            assert recv(tagged("done"), timeout=50) == ("done", total)
+            assert assert_receive(tagged("done"), timeout=50) == ("done", total)
             peak = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
@@ -1182,7 +1174,7 @@ class TestProducerConsumerDemand:
             otpy.self(), 10_000, subscribe_to=[(source, {"max_demand": 100})]
         )
         _Count.start_link(otpy.self(), subscribe_to=[(drop, {"max_demand": 10})])
-        assert recv(tagged("seen")) == ("seen", 10_000)
+        assert assert_receive(tagged("seen"), WAIT) == ("seen", 10_000)
 
     def test_events_queued_before_a_producer_ends_still_reach_the_consumer(self, runtime, trap):
         source = _Upto.start_link(100, stop_when_done=True)
@@ -1192,5 +1184,5 @@ class TestProducerConsumerDemand:
         _Count.start_link(otpy.self(), subscribe_to=[(middle, {"max_demand": 10, "min_demand": 0})])
         got = 0
         while got < 100:
-            got += recv(tagged("got"))[1]
+            got += assert_receive(tagged("got"), WAIT)[1]
         assert got == 100

@@ -13,9 +13,10 @@ import threading
 import time
 
 import pytest
-from conftest import WAIT, down_of, raise_, recv, tagged, wait_until
+from conftest import WAIT, down_of, raise_, tagged, wait_until
 
 import otpy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -37,7 +38,7 @@ def crash_on_go(parent, exc):
 
 
 def started() -> otpy.Pid:
-    return recv(tagged("started"))[1]
+    return assert_receive(tagged("started"), WAIT)[1]
 
 
 def sleep_then_return(seconds):
@@ -94,7 +95,7 @@ class TestAsyncAwait:
         assert owner_pid in otpy.process_info(task_pid).links
         assert task_pid not in otpy.process_info(me).links
         otpy.send(task_pid, "go")
-        assert recv(tagged("owner got")) == ("owner got", "v")
+        assert assert_receive(tagged("owner got"), WAIT) == ("owner got", "v")
 
     def test_tasks_run_concurrently(self, runtime):
         start = time.monotonic()
@@ -146,7 +147,7 @@ class TestAsyncAwait:
 
         pid, ref = otpy.spawn_monitor(owner)
         otpy.send(started(), "go")
-        assert recv(down_of(ref)) == otpy.Down(ref, pid, error)
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, pid, error)
         with pytest.raises(otpy.Timeout):
             otpy.receive(timeout=0, match=lambda m: m == "await returned")
 
@@ -173,7 +174,7 @@ class TestAsyncAwait:
                 otpy.send(me, ("stranger", None, time.monotonic() - start))
 
         otpy.spawn(stranger)
-        _, error, elapsed = recv(tagged("stranger"))
+        _, error, elapsed = assert_receive(tagged("stranger"), WAIT)
         assert error is not None and not isinstance(error, otpy.Timeout)
         assert elapsed < 1.0
         otpy.send(pid, "go")
@@ -218,7 +219,7 @@ class TestShutdown:
         pid = started()
         ref = otpy.monitor(pid)
         assert task.shutdown(timeout=1.0) is None
-        assert recv(down_of(ref)).reason in ("shutdown", "killed")
+        assert assert_receive(down_of(ref), WAIT).reason in ("shutdown", "killed")
         assert not otpy.is_alive(pid)
         assert otpy.is_alive(otpy.self())
 
@@ -228,7 +229,7 @@ class TestShutdown:
         pid = started()
         ref = otpy.monitor(pid)
         assert task.shutdown(otpy.BRUTAL_KILL) is None
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     def test_shutdown_kills_a_task_that_ignores_the_shutdown_signal_after_the_timeout(
         self, runtime
@@ -247,7 +248,7 @@ class TestShutdown:
         start = time.monotonic()
         assert task.shutdown(timeout=0.1) is None
         assert 0.09 <= time.monotonic() - start < 2.0
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     def test_shutdown_of_a_finished_task_returns_its_value(self, runtime):
         me = otpy.self()
@@ -258,7 +259,7 @@ class TestShutdown:
 
         task = otpy.Task.async_(quick)
         ref = otpy.monitor(started())
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert task.shutdown() == ("ok", 7)
 
     def test_shutdown_of_a_crashed_task_returns_exit_with_the_exception(self, runtime, trap):
@@ -271,7 +272,7 @@ class TestShutdown:
 
         task = otpy.Task.async_(crash)
         ref = otpy.monitor(started())
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert task.shutdown() == ("exit", error)
 
     def test_shutdown_rejects_a_bad_timeout(self, runtime):
@@ -342,7 +343,7 @@ class TestStart:
         me = otpy.self()
         pid = otpy.Task.start(lambda a: otpy.send(me, ("ran", a, otpy.self())), "arg")
         assert isinstance(pid, otpy.Pid)
-        assert recv(tagged("ran")) == ("ran", "arg", pid)
+        assert assert_receive(tagged("ran"), WAIT) == ("ran", "arg", pid)
 
     def test_start_is_not_linked_a_crash_leaves_the_caller_alone(self, runtime):
         me = otpy.self()
@@ -352,7 +353,7 @@ class TestStart:
         assert pid not in otpy.process_info(me).links
         ref = otpy.monitor(pid)
         otpy.send(pid, "go")
-        assert recv(down_of(ref)).reason is error
+        assert assert_receive(down_of(ref), WAIT).reason is error
         assert otpy.self() == me
 
     def test_start_link_is_linked_a_crash_kills_the_owner(self, runtime):
@@ -365,13 +366,13 @@ class TestStart:
 
         owner_pid, ref = otpy.spawn_monitor(owner)
         otpy.send(started(), "go")
-        assert recv(down_of(ref)) == otpy.Down(ref, owner_pid, error)
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, owner_pid, error)
 
     def test_start_link_runs_the_function_with_its_arguments(self, runtime):
         me = otpy.self()
         pid = otpy.Task.start_link(lambda a, b: otpy.send(me, ("ran", a + b)), 2, 3)
         assert isinstance(pid, otpy.Pid)
-        assert recv(tagged("ran")) == ("ran", 5)
+        assert assert_receive(tagged("ran"), WAIT) == ("ran", 5)
 
 
 # --- async_stream -----------------------------------------------------------------------------------

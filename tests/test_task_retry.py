@@ -11,12 +11,13 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import down_of, recv, wait_until
+from conftest import WAIT, down_of, wait_until
 
 import otpy
 import otpy.retry
 from otpy import telemetry
 from otpy.retry import RetryPolicy
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -194,8 +195,8 @@ class TestTaskAsyncStream:
         worker = scheduled[0][2]
         worker_ref = otpy.monitor(worker)
         otpy.exit(pid, "kill")
-        recv(down_of(ref))
-        assert recv(down_of(worker_ref)).reason in ("killed", "normal")
+        assert_receive(down_of(ref), WAIT)
+        assert assert_receive(down_of(worker_ref), WAIT).reason in ("killed", "normal")
         assert fn.calls[1] == 1
 
     def test_closing_the_stream_stops_a_worker_that_waits_to_retry(self, runtime, scheduled):
@@ -208,7 +209,7 @@ class TestTaskAsyncStream:
         wait_until(lambda: scheduled)
         ref = otpy.monitor(scheduled[0][2])
         stream.close()
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     @pytest.mark.parametrize("bad", [3, ConnectionError, {"on": ConnectionError}, True])
     def test_retry_must_be_a_policy_or_none(self, runtime, bad):
@@ -272,7 +273,7 @@ class TestTaskSupervisorAsyncStream:
         wait_until(lambda: scheduled)
         assert TS.children(ts) == [scheduled[0][2]]
         otpy.exit(pid, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         wait_until(lambda: TS.children(ts) == [])
 
     @pytest.mark.parametrize("variant", ["async_stream", "async_stream_nolink"])

@@ -12,9 +12,10 @@ import threading
 import time
 
 import pytest
-from conftest import down_of, nothing_pending, raise_, recv, tagged, wait_until
+from conftest import WAIT, down_of, raise_, tagged, wait_until
 
 import otpy
+from otpy.testing import assert_receive, refute_receive
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +39,7 @@ def crash_on_go(parent, exc):
 
 
 def started() -> otpy.Pid:
-    return recv(tagged("started"))[1]
+    return assert_receive(tagged("started"), WAIT)[1]
 
 
 class Concurrency:
@@ -124,8 +125,8 @@ class TestAsync:
 
         pid, ref = otpy.spawn_monitor(caller)
         otpy.send(started(), "go")
-        assert recv(down_of(ref)) == otpy.Down(ref, pid, error)
-        assert nothing_pending(lambda m: m == "await returned")
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, pid, error)
+        refute_receive(lambda m: m == "await returned", timeout=0)
         assert otpy.is_alive(ts)
 
     def test_the_task_dies_with_a_caller_that_crashes(self, runtime, caplog):
@@ -140,7 +141,7 @@ class TestAsync:
         pid = otpy.spawn(caller)
         task_ref = otpy.monitor(started())
         otpy.send(pid, "crash")
-        assert isinstance(recv(down_of(task_ref)).reason, RuntimeError)
+        assert isinstance(assert_receive(down_of(task_ref), WAIT).reason, RuntimeError)
         wait_until(lambda: TS.children(ts) == [])
         assert otpy.is_alive(ts)
 
@@ -150,7 +151,7 @@ class TestAsync:
         ts = TS.start_link()
         error = KeyError("gone")
         task = TS.async_(ts, raise_, error)
-        assert recv(lambda m: isinstance(m, otpy.Exit) and m.pid == task.pid).reason is error
+        assert assert_receive(lambda m: isinstance(m, otpy.Exit) and m.pid == task.pid, WAIT).reason is error
         with pytest.raises(otpy.ExitError) as info:
             task.await_()
         assert info.value.reason is error
@@ -199,17 +200,17 @@ class TestAsyncNolink:
 
         pid, ref = otpy.spawn_monitor(caller)
         otpy.send(started(), "go")
-        assert recv(tagged("await raised"))[1] is error
+        assert assert_receive(tagged("await raised"), WAIT)[1] is error
         assert otpy.is_alive(pid)
         otpy.send(pid, "stop")
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
     def test_a_crash_is_yield_exit_with_the_exception(self, runtime, caplog):
         ts = TS.start_link()
         error = ZeroDivisionError("nolink")
         task = TS.async_nolink(ts, raise_, error)
         assert task.yield_() == ("exit", error)
-        assert nothing_pending(lambda m: isinstance(m, otpy.Exit))
+        refute_receive(lambda m: isinstance(m, otpy.Exit), timeout=0)
 
     def test_yield_is_none_while_the_task_runs(self, runtime):
         me = otpy.self()
@@ -229,7 +230,7 @@ class TestStartChild:
         me = otpy.self()
         ts = TS.start_link()
         pid = TS.start_child(ts, lambda a, b: otpy.send(me, ("ran", a, b, otpy.self())), 1, 2)
-        assert recv(tagged("ran")) == ("ran", 1, 2, pid)
+        assert assert_receive(tagged("ran"), WAIT) == ("ran", 1, 2, pid)
 
     def test_a_started_child_is_not_linked_to_the_caller(self, runtime, caplog):
         me = otpy.self()
@@ -239,7 +240,7 @@ class TestStartChild:
         assert pid not in otpy.process_info(me).links
         ref = otpy.monitor(pid)
         otpy.send(pid, "go")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.self() == me
 
     def test_by_default_a_crashed_child_is_not_restarted(self, runtime, caplog):
@@ -249,7 +250,7 @@ class TestStartChild:
         started()
         otpy.send(pid, "go")
         wait_until(lambda: TS.children(ts) == [])
-        assert nothing_pending(tagged("started"))
+        refute_receive(tagged("started"), timeout=0)
 
     def test_a_transient_child_is_restarted_after_a_crash(self, runtime, caplog):
         me = otpy.self()
@@ -263,18 +264,18 @@ class TestStartChild:
                 raise ConnectionError("try again")
 
         TS.start_child(ts, flaky, restart="transient")
-        assert [recv(tagged("attempt"))[1] for _ in range(3)] == [1, 2, 3]
+        assert [assert_receive(tagged("attempt"), WAIT)[1] for _ in range(3)] == [1, 2, 3]
         wait_until(lambda: TS.children(ts) == [])
         assert len(set(attempts)) == 3
-        assert nothing_pending(tagged("attempt"))
+        refute_receive(tagged("attempt"), timeout=0)
 
     def test_a_transient_child_that_returns_is_not_restarted(self, runtime):
         me = otpy.self()
         ts = TS.start_link()
         TS.start_child(ts, otpy.send, me, "ran", restart="transient")
-        recv(lambda m: m == "ran")
+        assert_receive(lambda m: m == "ran", WAIT)
         wait_until(lambda: TS.children(ts) == [])
-        assert nothing_pending(lambda m: m == "ran")
+        refute_receive(lambda m: m == "ran", timeout=0)
 
     def test_a_permanent_child_is_restarted_even_after_it_returns(self, runtime):
         me = otpy.self()
@@ -288,7 +289,7 @@ class TestStartChild:
                 otpy.receive(match=lambda m: m == "never")
 
         TS.start_child(ts, once_more, restart="permanent")
-        assert [recv(tagged("ran"))[1] for _ in range(2)] == [1, 2]
+        assert [assert_receive(tagged("ran"), WAIT)[1] for _ in range(2)] == [1, 2]
         assert len(TS.children(ts)) == 1
 
 
@@ -314,7 +315,7 @@ class TestAsyncStream:
         task = otpy.Task.async_(
             lambda: list(TS.async_stream(ts, range(2), report, max_concurrency=2))
         )
-        workers = {recv(tagged("worker"))[1] for _ in range(2)}
+        workers = {assert_receive(tagged("worker"), WAIT)[1] for _ in range(2)}
         assert workers <= set(TS.children(ts))
         for w in workers:
             otpy.send(w, "go")
@@ -341,7 +342,7 @@ class TestAsyncStream:
                 pass
 
         _, ref = otpy.spawn_monitor(consumer)
-        assert isinstance(recv(down_of(ref)).reason, ZeroDivisionError)
+        assert isinstance(assert_receive(down_of(ref), WAIT).reason, ZeroDivisionError)
         wait_until(lambda: TS.children(ts) == [])
         assert otpy.is_alive(ts)
 
@@ -393,8 +394,8 @@ class TestAsyncStreamNolink:
             otpy.send(me, ("results", [kind for kind, _ in results]))
 
         _, ref = otpy.spawn_monitor(consumer)
-        assert recv(tagged("results"))[1] == ["exit", "ok", "exit"]
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(tagged("results"), WAIT)[1] == ["exit", "ok", "exit"]
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
     def test_zip_input_on_exit_pairs_the_item_with_the_reason(self, runtime, caplog):
         ts = TS.start_link()
@@ -434,7 +435,7 @@ class TestTerminateChild:
         pid = started()
         ref = otpy.monitor(pid)
         assert TS.terminate_child(ts, pid) is None
-        assert recv(down_of(ref)).reason == "shutdown"
+        assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
         assert TS.children(ts) == []
         assert task.yield_() == ("exit", "shutdown")
 
@@ -474,6 +475,6 @@ class TestStop:
         TS.stop(ts)
         assert time.monotonic() - begin < 2.0
         for ref in refs:
-            assert recv(down_of(ref)).reason == "shutdown"
+            assert assert_receive(down_of(ref), WAIT).reason == "shutdown"
         assert all(t.yield_(timeout=0) == ("exit", "shutdown") for t in tasks)
         assert set(otpy.processes()) == baseline

@@ -9,7 +9,7 @@ import threading
 
 import prometheus_client
 import pytest
-from conftest import WAIT, down_of, idle, in_thread, recv, wait_until
+from conftest import WAIT, down_of, idle, in_thread, wait_until
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
@@ -22,6 +22,7 @@ import otpy
 from otpy import telemetry
 from otpy.telemetry import otel
 from otpy.telemetry.prometheus import Collector
+from otpy.testing import assert_receive
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -317,7 +318,7 @@ def stop_all(pids):
     for pid in pids:
         ref = otpy.monitor(pid)
         otpy.send(pid, "stop")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
 
 
 class TestPrometheusRuntimeMetrics:

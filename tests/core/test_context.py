@@ -7,7 +7,8 @@ import contextvars
 import pytest
 
 import otpy
-from tests.conftest import WAIT, down_of, recv
+from otpy.testing import assert_receive
+from tests.conftest import WAIT, down_of
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -21,7 +22,7 @@ def report(me):
 
 
 def saw():
-    return recv(lambda m: type(m) is tuple and m[0] == "saw")[1]
+    return assert_receive(lambda m: type(m) is tuple and m[0] == "saw", WAIT)[1]
 
 
 class TestSpawn:
@@ -138,7 +139,7 @@ class TestCallers:
     def test_a_spawned_process_has_its_spawner(self, runtime):
         me = otpy.self()
         otpy.spawn(lambda: otpy.send(me, otpy.callers()))
-        assert recv() == [me]
+        assert assert_receive(timeout=WAIT) == [me]
 
     def test_the_chain_is_nearest_first(self, runtime):
         me = otpy.self()
@@ -148,8 +149,8 @@ class TestCallers:
             otpy.send(me, ("middle", otpy.self(), inner))
 
         otpy.spawn(middle)
-        _, mid, _ = recv(lambda m: m[0] == "middle")
-        assert recv(lambda m: m[0] == "inner")[1] == [mid, me]
+        _, mid, _ = assert_receive(lambda m: m[0] == "middle", WAIT)
+        assert assert_receive(lambda m: m[0] == "inner", WAIT)[1] == [mid, me]
 
     def test_tasks_servers_and_supervised_children_record_their_starters(self, runtime):
         me = otpy.self()
@@ -178,13 +179,13 @@ class TestCallers:
                 raise RuntimeError("crash")
 
         sup = otpy.Supervisor.start_link([Crashy.child_spec()])
-        assert recv()[1] == [sup, me]
+        assert assert_receive(timeout=WAIT)[1] == [sup, me]
         (child,) = otpy.Supervisor.which_children(sup)
         ref = otpy.monitor(child.pid)
         with pytest.raises(otpy.ExitError):
             Crashy.call(child.pid, "boom")
-        recv(down_of(ref))
-        assert recv(lambda m: m[0] == "started")[1] == [sup, me]
+        assert_receive(down_of(ref), WAIT)
+        assert assert_receive(lambda m: m[0] == "started", WAIT)[1] == [sup, me]
 
 
 def bump(item):

@@ -7,7 +7,8 @@ import time
 import pytest
 
 import otpy
-from tests.conftest import WAIT, recv
+from otpy.testing import assert_receive
+from tests.conftest import WAIT
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -78,7 +79,7 @@ class TestCycles:
         # a calls b (request a), b calls a back (request b): b raises, b crashes, a's call fails.
         with pytest.raises(otpy.ExitError) as info:
             otpy.GenServer.call(a, b, timeout=None)
-        crash = recv(lambda m: isinstance(m, otpy.Down) and m.ref == ref_b).reason
+        crash = assert_receive(lambda m: isinstance(m, otpy.Down) and m.ref == ref_b, WAIT).reason
         assert isinstance(crash, otpy.DeadlockError)
         assert isinstance(info.value.reason, (otpy.DeadlockError, otpy.ExitError))
 
@@ -159,7 +160,7 @@ class TestNoFalseAlarms:
             a, b = Peer.start(), Peer.start()
             otpy.GenServer.cast(a, b)
             otpy.GenServer.cast(b, a)
-            results = dict(recv(lambda m: type(m) is tuple and len(m) == 2) for _ in range(2))
+            results = dict(assert_receive(lambda m: type(m) is tuple and len(m) == 2, WAIT) for _ in range(2))
             assert "timeout" not in results.values(), results
             # Either one call got through before the other began, or the cycle was seen.
             assert set(results.values()) <= {"pong", "deadlock"}

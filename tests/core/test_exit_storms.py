@@ -8,7 +8,8 @@ import sys
 import pytest
 
 import otpy
-from tests.conftest import WAIT, down_of, recv
+from otpy.testing import assert_receive
+from tests.conftest import WAIT, down_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -49,7 +50,7 @@ class TestLinkChains:
         assert CHAIN > sys.getrecursionlimit()
         otpy.exit(pids[0], "boom")
         for ref in refs:
-            assert recv(down_of(ref)).reason == "boom"
+            assert assert_receive(down_of(ref), WAIT).reason == "boom"
         assert not any(otpy.is_alive(pid) for pid in pids)
         assert runtime.processes() == [otpy.self()]
 
@@ -57,21 +58,21 @@ class TestLinkChains:
         pids = chain(CHAIN)
         ref = otpy.monitor(pids[-1])
         otpy.exit(pids[0], "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
 
     def test_a_crash_in_the_middle_kills_both_directions(self, runtime):
         pids = chain(CHAIN)
         first, last = otpy.monitor(pids[0]), otpy.monitor(pids[-1])
         otpy.exit(pids[CHAIN // 2], "boom")
-        assert recv(down_of(first)).reason == "boom"
-        assert recv(down_of(last)).reason == "boom"
+        assert assert_receive(down_of(first), WAIT).reason == "boom"
+        assert assert_receive(down_of(last), WAIT).reason == "boom"
 
     def test_a_trapping_chain_relays_the_reason_link_by_link(self, runtime):
         # Each node turns the Exit it traps into its own exit: a message per hop, not a recursion.
         pids = chain(2_000, trap=True)
         ref = otpy.monitor(pids[-1])
         otpy.exit(pids[0], "kill")
-        reason = recv(down_of(ref)).reason
+        reason = assert_receive(down_of(ref), WAIT).reason
         depth = 0
         while reason != "killed":
             assert reason[0] == "relayed"
@@ -84,7 +85,7 @@ class TestLinkChains:
         otpy.link(pids[-1])
         otpy.trap_exits(True)
         otpy.exit(pids[0], "boom")
-        exit_ = recv(lambda m: isinstance(m, otpy.Exit))
+        exit_ = assert_receive(lambda m: isinstance(m, otpy.Exit), WAIT)
         assert exit_ == otpy.Exit(pids[-1], "boom")
         otpy.trap_exits(False)
 
@@ -107,7 +108,7 @@ class TestWideFanOut:
             Watcher.start()
         otpy.exit(target, "boom")
         for _ in range(CHAIN):
-            assert recv(lambda m: type(m) is tuple and m[0] == "down") == ("down", "boom")
+            assert assert_receive(lambda m: type(m) is tuple and m[0] == "down", WAIT) == ("down", "boom")
 
     def test_a_process_linked_to_ten_thousand_others_kills_them_all(self, runtime):
         hub = Node.start()
@@ -116,7 +117,7 @@ class TestWideFanOut:
             otpy.GenServer.call(spoke, ("link", hub))
         ref = otpy.monitor(spokes[-1])
         otpy.exit(hub, "boom")
-        assert recv(down_of(ref)).reason == "boom"
+        assert assert_receive(down_of(ref), WAIT).reason == "boom"
         assert not any(otpy.is_alive(pid) for pid in spokes)
 
 
@@ -176,7 +177,7 @@ class TestDeepTrees:
         otpy.Supervisor.stop(root, timeout=WAIT * 4)
         # Children stop in reverse start order: each level's subtree before its worker,
         # so the deepest worker goes first and the root's last.
-        order = [recv(lambda m: type(m) is tuple and m[0] == "terminated")[1] for _ in range(501)]
+        order = [assert_receive(lambda m: type(m) is tuple and m[0] == "terminated", WAIT)[1] for _ in range(501)]
         assert order == list(range(self.DEPTH + 1))
         assert runtime.processes() == [otpy.self()]
 
@@ -200,7 +201,7 @@ class TestRegistryCleanup:
         assert otpy.Registry.count("reg") == CHAIN
         ref = otpy.monitor(pid)
         otpy.exit(pid, "kill")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.Registry.count("reg") == 0
 
     def test_a_chain_of_registered_processes_dies_and_leaves_no_entry(self, runtime):
@@ -210,6 +211,6 @@ class TestRegistryCleanup:
             otpy.GenServer.call(a, ("link", b))
         ref = otpy.monitor(pids[-1])
         otpy.exit(pids[0], "boom")
-        recv(down_of(ref))
+        assert_receive(down_of(ref), WAIT)
         assert otpy.Registry.count("reg") == 0
         assert otpy.Registry.lookup("reg", CHAIN - 1) == []

@@ -8,7 +8,8 @@ import pytest
 
 import otpy
 from otpy import telemetry
-from tests.conftest import WAIT, down_of, in_thread, recv, wait_until
+from otpy.testing import assert_receive
+from tests.conftest import WAIT, down_of, in_thread, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -34,7 +35,7 @@ def blocked(pid):
 
 
 def got(n):
-    return [recv(lambda m: type(m) is tuple and m[0] == "got")[1] for _ in range(n)]
+    return [assert_receive(lambda m: type(m) is tuple and m[0] == "got", WAIT)[1] for _ in range(n)]
 
 
 @pytest.fixture
@@ -48,15 +49,15 @@ class TestSpawnOpt:
     def test_it_starts_a_process_with_args_and_kwargs(self, runtime):
         me = otpy.self()
         otpy.spawn_opt(lambda a, b=0: otpy.send(me, a + b), args=(1,), kwargs={"b": 2})
-        assert recv() == 3
+        assert assert_receive(timeout=WAIT) == 3
 
     def test_monitor_returns_pid_and_ref(self, runtime):
         pid, ref = otpy.spawn_opt(lambda: None, monitor=True)
-        assert recv(down_of(ref)) == otpy.Down(ref, pid, "normal")
+        assert assert_receive(down_of(ref), WAIT) == otpy.Down(ref, pid, "normal")
 
     def test_link_links_to_the_caller(self, runtime, trap):
         pid = otpy.spawn_opt(lambda: 1 / 0, link=True)
-        exit_ = recv(lambda m: isinstance(m, otpy.Exit))
+        exit_ = assert_receive(lambda m: isinstance(m, otpy.Exit), WAIT)
         assert exit_.pid == pid and isinstance(exit_.reason, ZeroDivisionError)
 
     def test_process_info_reports_the_limit(self, runtime, gate):
@@ -138,7 +139,7 @@ class TestNeverCounted:
             assert refs
 
         pid = otpy.spawn_opt(body, mailbox_limit=2)
-        _, friend = recv(lambda m: type(m) is tuple and m[0] == "ready")
+        _, friend = assert_receive(lambda m: type(m) is tuple and m[0] == "ready", WAIT)
         otpy.send(pid, "a")
         otpy.send(pid, "b")
         with pytest.raises(otpy.MailboxFullError):
@@ -146,7 +147,7 @@ class TestNeverCounted:
         otpy.send(friend, "die")
         wait_until(lambda: otpy.process_info(pid).message_queue_len >= 8)
         gate.set()
-        assert recv() == "done"
+        assert assert_receive(timeout=WAIT) == "done"
         assert sum(isinstance(m, otpy.Down) for m in seen) == 5
         assert sum(isinstance(m, otpy.Exit) for m in seen) == 1
         assert [m for m in seen if isinstance(m, str)] == ["a", "b"]
@@ -213,7 +214,7 @@ class TestBlock:
         for k in range(3):  # per sender, in order
             assert [i for s, i in received if s == k] == list(range(n // 3))
         for _, ref in senders:
-            assert recv(down_of(ref)).reason == "normal"
+            assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
     def test_the_mailbox_never_holds_more_than_its_limit(self, runtime, gate):
         pid = otpy.spawn_opt(gated(gate, otpy.self()), mailbox_limit=4, on_full="block")
@@ -228,7 +229,7 @@ class TestBlock:
         gate.set()
         for _ in range(200):
             peak = max(peak, otpy.process_info(pid).message_queue_len)
-            recv(lambda m: type(m) is tuple and m[0] == "got")
+            assert_receive(lambda m: type(m) is tuple and m[0] == "got", WAIT)
         for t in threads:
             t.join(WAIT)
         assert peak <= 4
@@ -311,8 +312,8 @@ class TestBlock:
         sender, ref = otpy.spawn_monitor(lambda: (otpy.send(target, 2), otpy.send(me, "sent")))
         wait_until(lambda: blocked(sender))
         otpy.exit(target, "kill")
-        assert recv() == "sent"  # a send to the dead is lost, as in Erlang
-        assert recv(down_of(ref)).reason == "normal"
+        assert assert_receive(timeout=WAIT) == "sent"  # a send to the dead is lost, as in Erlang
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
 
     def test_a_blocked_sender_can_be_killed(self, runtime, gate):
         target = otpy.spawn_opt(gated(gate, otpy.self()), mailbox_limit=1, on_full="block")
@@ -320,7 +321,7 @@ class TestBlock:
         sender, ref = otpy.spawn_monitor(lambda: otpy.send(target, 2))
         wait_until(lambda: blocked(sender))
         otpy.exit(sender, "kill")
-        assert recv(down_of(ref)).reason == "killed"
+        assert assert_receive(down_of(ref), WAIT).reason == "killed"
         gate.set()
         assert got(1) == [1]
         otpy.send(target, "stop")
@@ -336,7 +337,7 @@ class TestBlock:
                 otpy.send(me, "refused")
 
         otpy.spawn_opt(body, mailbox_limit=1, on_full="block")
-        assert recv() == "refused"
+        assert assert_receive(timeout=WAIT) == "refused"
 
     def test_a_plain_thread_blocks_too(self, runtime, gate):
         pid = otpy.spawn_opt(gated(gate, otpy.self()), mailbox_limit=1, on_full="block")
@@ -434,7 +435,7 @@ class TestStress:
         threads = [threading.Thread(target=send_all, args=(k,)) for k in range(senders)]
         for t in threads:
             t.start()
-        received = [recv() for _ in range(n * senders)]
+        received = [assert_receive(timeout=WAIT) for _ in range(n * senders)]
         for t in threads:
             t.join(WAIT)
         for k in range(senders):
