@@ -1,9 +1,13 @@
-"""``python -m otpy demo|run ...``: run a demo, or a service's supervision tree.
+"""``python -m otpy demo|run|observe|top ...``: demos, a service's tree, the observer.
 
 * ``python -m otpy demo [NAME] [ARGS...]``: list the demos, or run one by name;
 * ``python -m otpy run package.module:children [--shutdown S] ...``: ``otpy.run``
   over the children that ``package.module.children`` lists (or returns, if it
-  is a function), exiting with ``run``'s status.
+  is a function), exiting with ``run``'s status;
+* ``python -m otpy observe demo [ARGS...]``: the supervision demo with the
+  observer serving it (``otpy.observer``); prints ``observer: <url>`` first;
+* ``python -m otpy top --url URL [--token T] [--once]``: the busiest processes
+  and the supervision trees of an observed runtime, in the terminal.
 """
 
 from __future__ import annotations
@@ -30,6 +34,18 @@ def main(argv: list[str] | None = None) -> int:
         "--signals", default="SIGTERM,SIGINT", help="comma-separated (default SIGTERM,SIGINT)"
     )
     runner.add_argument("--name", default=None, help="the root supervisor's name")
+    # observe and top parse their own options (listed here for --help).
+    sub.add_parser("observe", help="run the supervision demo with the observer serving it live")
+    sub.add_parser("top", help="the busiest processes and the supervision trees, in the terminal")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "observe":
+        from .observer import _observe
+
+        return _observe.main(argv[1:])
+    if argv and argv[0] == "top":
+        from .observer import _top
+
+        return _top.main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "run":
         return _run(args)

@@ -77,6 +77,7 @@ __all__ = [
     "Backoff",
     "ChildCount",
     "ChildInfo",
+    "Introspect",
     "Strategy",
     "Supervisor",
     "SupervisorSpec",
@@ -422,6 +423,15 @@ class _Restart:
         self.backoff = backoff
 
 
+class Introspect:
+    """``otpy.observer``'s request: ``(strategy, max_restarts, max_seconds, which_children)``.
+
+    A class of its own, so that no request of a user looks like it.
+    """
+
+    __slots__ = ()
+
+
 class _SupervisorServer(GenServer):
     """The process behind a Supervisor: a GenServer that traps exits."""
 
@@ -499,6 +509,9 @@ class _SupervisorServer(GenServer):
     # -- callbacks -----------------------------------------------------------------------
 
     def handle_call(self, request: Any, caller: Any) -> Any:
+        if type(request) is Introspect:
+            children = self._handle_request(("which_children",))
+            return self.strategy, self.max_restarts, self.max_seconds, children
         try:
             return self._handle_request(request)
         except NotFoundError as exc:
