@@ -584,12 +584,29 @@ class Process:
 
     def _turn(self) -> None:
         # The caller holds _sched (taken by whoever queued us).
-        ts = thread_state()
+        self._guarded(thread_state(), self._in_context, self._handle_some)
+        self._release_sched()
+
+    def _guarded(
+        self, ts: ThreadState, fn: Callable[..., None], *args: Any
+    ) -> tuple[bool, BaseException | None]:
+        """Run ``fn(*args)`` as this process's code on ``ts``'s thread: the one run guard.
+
+        The thread counts as running the process (``ts.proc``) until ``fn``
+        ends however it ends, and leaves it exactly once, also when an
+        asynchronous interrupt lands in the ``finally``. A :class:`ProcessExit`
+        ends the process with its reason; any other exception crashes it
+        (logged, with the telemetry event).
+
+        Returns:
+            ``(True, None)`` if ``fn`` returned; ``(False, exc)`` if it raised
+            (``exc`` is None for a ProcessExit); the process has ended then.
+        """
         prev = self._enter(ts)
         left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
-                self._in_context(self._handle_some)
+                fn(*args)
             finally:
                 self._leave(ts, prev)
                 left = True
@@ -597,11 +614,13 @@ class Process:
             if not left:
                 self._leave(ts, prev)
             self.exited(exc.reason)
+            return False, None
         except BaseException as exc:
             if not left:
                 self._leave(ts, prev)
             self.crash(exc)
-        self._release_sched()
+            return False, exc
+        return True, None
 
     def _in_context(self, fn: Callable[..., None], *args: Any) -> None:
         """Run the process's ``fn(*args)`` in its contextvars context.
@@ -694,59 +713,32 @@ class Process:
         process and then propagates to the caller too. The time it took feeds
         ``inline_cost``.
         """
-        prev = self._enter(ts)
-        left = False  # whether _leave ran (an interrupt may cut it short)
+        try:
+            _, exc = self._guarded(ts, self._inline, ts, fn, *args)
+        finally:
+            self._release_sched()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc
+
+    def _inline(self, ts: ThreadState, fn: Callable[..., None], *args: Any) -> None:
         ts.depth += 1
         start = time.monotonic()
         try:
-            try:
-                self._in_context(fn, *args)
-            finally:
-                ts.depth -= 1
-                self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
-                self._leave(ts, prev)
-                left = True
-        except ProcessExit as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.exited(exc.reason)
-        except Exception as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.crash(exc)
-        except BaseException as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.crash(exc)
-            raise
+            self._in_context(fn, *args)
         finally:
-            self._release_sched()
+            ts.depth -= 1
+            self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
 
     def _run_body(self) -> None:
         body = self._body
         self._body = None
         assert body is not None, "this is a bug in otpy: body process run twice"
-        fn, args, kwargs = body
-        ts = thread_state()
-        prev = self._enter(ts)
-        left = False  # whether _leave ran (an interrupt may cut it short)
-        try:
-            try:
-                if self.alive:
-                    fn(*args, **kwargs)
-            finally:
-                self._leave(ts, prev)
-                left = True
-        except ProcessExit as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.exited(exc.reason)
-        except BaseException as exc:
-            if not left:
-                self._leave(ts, prev)
-            self.crash(exc)
-        else:
+        if self._guarded(thread_state(), self._call_body, *body)[0]:
             self.die(NORMAL)
+
+    def _call_body(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.alive:
+            fn(*args, **kwargs)
 
     def exited(self, reason: Any) -> None:
         """The process's own code ended it with ``reason`` (it raised :class:`ProcessExit`)."""
