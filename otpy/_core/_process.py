@@ -359,18 +359,29 @@ class Process:
     )
 
     # _lock guards alive, _dying, reason, name, trap, _links, _monitors, _monitoring,
-    # _watchers, _hooks, _wait, _ts (writes) and _async_sent.
-    # Owned by whoever runs the process (holds _sched, or is its body thread):
-    # _saved, _init, inline_cost (seconds per handled message, decaying: a slow
-    # message raises it at once, each quick one halves it; callers may run the
-    # handler inline only while it is far below their timeout), _heirs (the
-    # callers of the processes it starts, made once), ctx (the contextvars
+    # _watchers, _hooks, _wait, _ts (writes) and _async_sent. Reads of alive and
+    # reason without the lock are deliberate fast paths (a dead process stays dead:
+    # see the Invariant in die), re-checked under the lock where acting on them.
+    #
+    # Owned by whoever runs the process (holds _sched, or is its body thread), no lock:
+    # _saved, _init, _handler, inline_cost (seconds per handled message, decaying: a
+    # slow message raises it at once, each quick one halves it; callers read it
+    # without a lock to decide on an inline run, and a stale value only picks the
+    # slower path), handled (messages handled; others read a moment's value), _heirs
+    # (the callers of the processes it starts, made once), ctx (the contextvars
     # context a reactive process runs in; entered only by whoever holds _sched).
-    # _calling (the process this one is blocked calling, for deadlock detection)
-    # is written only by the process's own code and read by callers without a
-    # lock (see _check_deadlock). _bound has a lock of its own. callers is set
-    # before the process runs and never changes. _q is a SimpleQueue: safe from
-    # any thread.
+    #
+    # Written only by the process's own code, read by others without a lock:
+    # _calling (the process it is blocked calling; see _check_deadlock), waker (set
+    # while its code awaits a message without a thread; a sender reads it once and
+    # calls it, and a stale None only means the awaiting side re-checks the mailbox
+    # after arming), data (a behaviour's shared structure, itself locked).
+    #
+    # Set before the process runs and never changed after: pid, rt, reactive, parent,
+    # callers, label, behaviour, thread_owned, host, _body, _bound (which has a lock
+    # of its own). restarts is written once by the supervisor that started it, for
+    # introspection only. _q is a SimpleQueue: safe from any thread. _sched is the
+    # run flag, a test-and-set (see _scheduler).
 
     def __init__(self, rt: Runtime, pid_id: int, *, reactive: bool, parent: Pid | None) -> None:
         self.rt = rt
@@ -678,6 +689,8 @@ class Process:
             )
 
     def _release_sched(self) -> None:
+        # Invariant: only whoever holds the run flag runs the process and releases it.
+        assert self._sched.locked(), "this is a bug in otpy: the run flag released twice"
         self._sched.release()
         if self.alive and (self._saved or not self._q.empty()) and self._sched.acquire(False):
             self.rt.scheduler.submit(self)
@@ -776,6 +789,8 @@ class Process:
         with self._lock:
             if self._dying:
                 return False
+            # Invariant: _dying and then alive=False are set once and never cleared, so
+            # a process seen dead without the lock is dead (the fast paths rely on it).
             self._dying = True
             hooks, self._hooks = self._hooks, None
             if not hooks:
