@@ -1,9 +1,11 @@
-"""Shared helpers for tests against real brokers (Redis, RabbitMQ).
+"""Shared helpers for tests against real brokers (Redis, RabbitMQ) and PostgreSQL.
 
 A broker test calls :func:`require_redis` or :func:`require_rabbitmq` (or uses the
 ``redis_url`` / ``rabbitmq_url`` fixtures): when the broker does not answer the test is
 skipped with a hint on how to start it, unless the environment variable
 ``OTPY_REQUIRE_BROKERS=1`` is set (CI), in which case the test fails instead.
+:func:`require_postgres` does the same for PostgreSQL (database ``test``, user
+``postgres``, trusted local connections), and also when psycopg is not installed.
 
 Example::
 
@@ -29,7 +31,14 @@ RABBITMQ_HOST = "127.0.0.1"
 RABBITMQ_PORT = 5672
 RABBITMQ_URL = f"amqp://guest:guest@{RABBITMQ_HOST}:{RABBITMQ_PORT}/%2F"
 
+POSTGRES_HOST = "127.0.0.1"
+POSTGRES_PORT = 5432
+POSTGRES_DSN = f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
+
 __all__ = [
+    "POSTGRES_DSN",
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
     "RABBITMQ_HOST",
     "RABBITMQ_PORT",
     "RABBITMQ_URL",
@@ -39,6 +48,7 @@ __all__ = [
     "brokers_required",
     "rabbitmq_url",
     "redis_url",
+    "require_postgres",
     "require_rabbitmq",
     "require_redis",
 ]
@@ -46,6 +56,7 @@ __all__ = [
 # Answers are cached per test session: a broker that answered once is assumed up, and one
 # that did not is not probed again for every test (each probe could wait a second).
 _answers: dict[str, bool] = {}
+_why_not: dict[str, str | None] = {}
 
 
 def brokers_required() -> bool:
@@ -80,6 +91,24 @@ def _rabbitmq_answers() -> bool:
         return False
 
 
+def _postgres_answers() -> str | None:
+    """None if PostgreSQL answers at POSTGRES_DSN, else why not."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed: pip install -e '.[test]'"
+    try:
+        with psycopg.connect(POSTGRES_DSN, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (
+            f"PostgreSQL does not answer at {POSTGRES_DSN} ({first}): start it with "
+            "`service postgresql start` (database test, user postgres, trust on 127.0.0.1)"
+        )
+    return None
+
+
 def require_redis() -> str:
     """The Redis URL to use; skips (or fails, see module doc) when Redis does not answer."""
     if "redis" not in _answers:
@@ -102,6 +131,16 @@ def require_rabbitmq() -> str:
             "start it with `rabbitmq-server -detached`"
         )
     return RABBITMQ_URL
+
+
+def require_postgres() -> str:
+    """The PostgreSQL DSN to use; skips (or fails, see module doc) when it does not answer."""
+    if "postgres" not in _answers:
+        _why_not["postgres"] = _postgres_answers()
+        _answers["postgres"] = _why_not["postgres"] is None
+    if not _answers["postgres"]:
+        _missing(_why_not["postgres"] or "PostgreSQL does not answer")
+    return POSTGRES_DSN
 
 
 @pytest.fixture
