@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -38,24 +36,35 @@ import attrs
 from . import _core as core
 from ._child_spec import ChildSpec
 from ._core import Exit, Pid
-from ._exceptions import MaxChildrenError, NotFoundError, OtpError, StartError
+from ._exceptions import MaxChildrenError, NotFoundError, StartError
 from ._gen_server import GenServer
-from ._supervisor import (
+from ._supervision import (
     RESTARTING,
     Backoff,
     ChildCount,
     ChildInfo,
-    _check_number,
-    _start_server,
+    Children,
+    ChildStartFailed,
+    ChildState,
+    CountChildren,
+    RestartIntensity,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+    answer,
+    check_intensity,
+    child_count,
     child_spec_of,
-    count_restart,
-    give_up,
-    report_restart,
+    request_of,
+    should_restart,
+    shutdown_child,
     shutdown_children,
+    start_child,
+    start_server,
     supervisor_label,
 )
 
-__all__ = ["DynamicSupervisor", "DynamicSupervisorServer"]
+__all__ = ["DynamicSupervisor", "DynamicSupervisorServer", "answer"]
 
 _log = logging.getLogger("otpy.supervisor")
 
@@ -80,29 +89,22 @@ def _options(
         isinstance(max_children, bool) or not isinstance(max_children, int) or max_children < 0
     ):
         raise ValueError(f"max_children must be None or an int >= 0; got {max_children!r}")
-    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-        raise ValueError(f"max_restarts must be an int >= 0; got {max_restarts!r}")
-    _check_number(max_seconds, "max_seconds")
-    if not max_seconds > 0:
-        raise ValueError(f"max_seconds must be a number > 0; got {max_seconds!r}")
+    seconds = check_intensity(max_restarts, max_seconds)
     if isinstance(extra_args, (str, bytes)) or not isinstance(extra_args, Sequence):
         raise TypeError(f"extra_args must be a tuple or list of arguments; got {extra_args!r}")
     if backoff is not None and not isinstance(backoff, Backoff):
         raise TypeError(f"backoff must be an otpy.Backoff or None; got {backoff!r}")
-    return _Options(max_children, max_restarts, float(max_seconds), tuple(extra_args), backoff)
+    return _Options(max_children, max_restarts, seconds, tuple(extra_args), backoff)
 
 
-class _DynChild:
-    __slots__ = ("attempt", "exited", "pid", "restarts", "spec", "started_at", "timer")
+class _DynChild(ChildState):
+    """A DynamicSupervisor's record of one child; owned by the supervisor process."""
+
+    __slots__ = ("timer",)
 
     def __init__(self, spec: ChildSpec) -> None:
-        self.spec = spec
-        self.pid: Pid | None = None
-        self.restarts = 0
-        self.attempt = 0
-        self.started_at = 0.0
-        self.timer: Any = None
-        self.exited: tuple[Pid | None, Any] = (None, None)  # the last pid and why it went
+        super().__init__(spec)
+        self.timer: Any = None  # the backoff restart it waits for
 
 
 class _Retry:
@@ -127,30 +129,18 @@ class DynamicSupervisorServer(GenServer):
         self.children: dict[int, _DynChild] = {}  # in start order
         self.by_pid: dict[Pid, int] = {}
         self.next_key = 0
-        self.restarts: deque[float] = deque()
+        self.intensity = RestartIntensity(self.label, options.max_restarts, options.max_seconds)
         self.rng = random.Random()
 
     # -- starting --------------------------------------------------------------------
 
     def _launch(self, key: int, child: _DynChild) -> Any:
         """Start a child; what its start function returned (a pid, or (pid, extra))."""
-        fn, args, kwargs = child.spec.start
         child.timer = None
-        try:
-            result = fn(*self.options.extra_args, *args, **kwargs)
-        except StartError as exc:
-            raise _Failed(exc.reason) from exc
-        except Exception as exc:
-            raise _Failed(exc) from exc
-        pid = result[0] if isinstance(result, tuple) else result
-        if pid is not None and not isinstance(pid, Pid):
-            raise _Failed(("bad_return", result))
-        child.pid = pid
-        child.started_at = time.monotonic()
+        pid, result = start_child(child.spec, before=self.options.extra_args, extra=True)
+        child.started(pid)
         if pid is not None:
             self.by_pid[pid] = key
-            if child.restarts:
-                core.set_restarts(pid, child.restarts)
         return result
 
     def start_new(self, spec: ChildSpec) -> Any:
@@ -163,8 +153,8 @@ class DynamicSupervisorServer(GenServer):
         child = _DynChild(spec)
         try:
             result = self._launch(key, child)
-        except _Failed as failed:
-            return StartError(failed.reason, spec.id)
+        except ChildStartFailed as failed:
+            return StartError(failed.reason, failed.child_id)
         if child.pid is not None:
             self.children[key] = child
         return result
@@ -172,18 +162,20 @@ class DynamicSupervisorServer(GenServer):
     # -- callbacks ------------------------------------------------------------------------
 
     def handle_call(self, request: Any, caller: Any) -> Any:
-        op = request[0]
-        if op == "start_child":
-            return self.start_new(request[1])
-        if op == "terminate_child":
-            key = self.by_pid.get(request[1])
+        request = request_of(request)
+        kind = type(request)
+        if kind is StartChild:
+            return self.start_new(request.spec)
+        if kind is TerminateChild:
+            pid = request.child
+            key = self.by_pid.get(pid)
             if key is None:
-                return NotFoundError(request[1])
+                return NotFoundError(pid)
             child = self.children.pop(key)
-            del self.by_pid[request[1]]
-            shutdown_children([(request[1], child.spec.shutdown)], self.label)
+            del self.by_pid[pid]
+            shutdown_child(pid, child.spec.shutdown, self.label)
             return None
-        if op == "which_children":
+        if kind is WhichChildren:
             return [
                 ChildInfo(
                     None,
@@ -193,12 +185,10 @@ class DynamicSupervisorServer(GenServer):
                 )
                 for c in self.children.values()
             ]
-        if op == "count_children":
-            supervisors = sum(1 for c in self.children.values() if c.spec.type == "supervisor")
+        if kind is CountChildren:
             active = sum(1 for c in self.children.values() if c.pid is not None)
-            n = len(self.children)
-            return ChildCount(n, active, supervisors, n - supervisors)
-        if op == "children":
+            return child_count((c.spec for c in self.children.values()), active)
+        if kind is Children:
             return [c.pid for c in self.children.values() if c.pid is not None]
         raise ValueError(f"unknown DynamicSupervisor request {request!r}")
 
@@ -230,13 +220,12 @@ class DynamicSupervisorServer(GenServer):
         child = self.children[key]
         pid, child.pid = child.pid, None
         child.exited = (pid, reason)
-        restart = child.spec.restart
-        if restart == "temporary" or (restart == "transient" and core.is_normal_exit(reason)):
+        if not should_restart(child.spec.restart, reason):
             del self.children[key]
             return
         backoff = child.spec.backoff or self.options.backoff
         if backoff is None:
-            self._count_restart(lambda: f"child {pid!r} exited: {reason!r}")
+            self.intensity.count(lambda: f"child {pid!r} exited: {reason!r}")
         if not core.is_normal_exit(reason):
             _log.error("%s: child %r exited: %r; restarting", self.label, pid, reason)
         if backoff is not None:
@@ -245,48 +234,26 @@ class DynamicSupervisorServer(GenServer):
         self._restart(key, child, backoff=False)
 
     def _schedule(self, key: int, child: _DynChild, backoff: Backoff) -> None:
-        if time.monotonic() - child.started_at >= backoff.reset_after:
-            child.attempt = 0
-        delay = backoff.delay(child.attempt, self.rng)
-        child.attempt += 1
+        delay = child.backoff_delay(backoff, self.rng)
         child.timer = core.send_after(delay, core.self(), _Retry(key, backoff=True))
 
     def _restart(self, key: int, child: _DynChild, *, backoff: bool) -> None:
         child.restarts += 1
         try:
             self._launch(key, child)
-        except _Failed as failed:
+        except ChildStartFailed as failed:
             _log.error("%s: a child failed to restart: %r", self.label, failed.reason)
             if backoff:
                 policy = child.spec.backoff or self.options.backoff
                 assert policy is not None
                 self._schedule(key, child, policy)
             else:
-                self._count_restart(f"a child failed to restart: {failed.reason!r}")
+                self.intensity.count(f"a child failed to restart: {failed.reason!r}")
                 core.send(core.self(), _Retry(key, backoff=False))
             return
         if child.pid is None:  # its start ignored it this time
             del self.children[key]
-        old, reason = child.exited
-        report_restart(child.spec.id, old, child.pid, reason, child.restarts)
-
-    def _count_restart(self, why: str | Callable[[], str]) -> None:
-        options = self.options
-        if count_restart(self.restarts, options.max_restarts, options.max_seconds):
-            give_up(self.label, why, len(self.restarts), options.max_restarts, options.max_seconds)
-
-
-class _Failed(Exception):
-    def __init__(self, reason: Any) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def answer(result: Any) -> Any:
-    """A supervisor returns errors as values; raise them in the caller."""
-    if isinstance(result, OtpError):
-        raise result
-    return result
+        child.report_restarted()
 
 
 class DynamicSupervisor:
@@ -312,12 +279,12 @@ class DynamicSupervisor:
     ) -> Pid:
         """Start a dynamic supervisor linked to the caller, with no children."""
         options = _options(max_children, max_restarts, max_seconds, extra_args, backoff)
-        return _start_server(DynamicSupervisorServer, (options,), name, link=True)
+        return start_server(DynamicSupervisorServer, (options,), name, link=True)
 
     @staticmethod
     def start(*, name: object = None, **options: Any) -> Pid:
         """Like :meth:`start_link` (same options), without the link."""
-        return _start_server(DynamicSupervisorServer, (_options(**options),), name, link=False)
+        return start_server(DynamicSupervisorServer, (_options(**options),), name, link=False)
 
     @staticmethod
     def child_spec(*, id: Any = None, **options: Any) -> ChildSpec:
@@ -337,9 +304,7 @@ class DynamicSupervisor:
             otpy.StartError: the child failed to start.
         """
         child = child_spec_of(spec)
-        result = answer(
-            core.call(sup, ("start_child", child), None, "DynamicSupervisor.start_child")
-        )
+        result = answer(core.call(sup, StartChild(child), None, "DynamicSupervisor.start_child"))
         return result[0] if isinstance(result, tuple) else result  # type: ignore[no-any-return]
 
     @staticmethod
@@ -349,17 +314,17 @@ class DynamicSupervisor:
         Raises:
             otpy.NotFoundError: ``pid`` is not a child of the supervisor.
         """
-        answer(core.call(sup, ("terminate_child", pid), None, "DynamicSupervisor.terminate_child"))
+        answer(core.call(sup, TerminateChild(pid), None, "DynamicSupervisor.terminate_child"))
 
     @staticmethod
     def which_children(sup: object) -> list[ChildInfo]:
         """The children in start order, as ``ChildInfo(None, pid, type)``."""
-        return core.call(sup, ("which_children",), None, "DynamicSupervisor.which_children")  # type: ignore[no-any-return]
+        return core.call(sup, WhichChildren(), None, "DynamicSupervisor.which_children")  # type: ignore[no-any-return]
 
     @staticmethod
     def count_children(sup: object) -> ChildCount:
         """``ChildCount(specs, active, supervisors, workers)``."""
-        return core.call(sup, ("count_children",), None, "DynamicSupervisor.count_children")  # type: ignore[no-any-return]
+        return core.call(sup, CountChildren(), None, "DynamicSupervisor.count_children")  # type: ignore[no-any-return]
 
     @staticmethod
     def stop(sup: object, reason: Any = "normal", timeout: float | None = None) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import threading
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -42,45 +41,11 @@ from ._child_spec import ChildSpec
 from ._core import Pid
 from ._exceptions import NoProcError
 from ._gen_server import GenServer
-from ._supervisor import (
-    ChildCount,
-    ChildInfo,
-    Strategy,
-    Supervisor,
-    _start_server,
-    _SupervisorServer,
-    child_spec_of,
-    supervise,
-)
+from ._hashing import stable_hash
+from ._supervision import ChildCount, ChildInfo, child_spec_of, start_server
+from ._supervisor import Strategy, Supervisor, _SupervisorServer, supervise
 
 __all__ = ["Partition", "PartitionSupervisor", "partition", "stable_hash"]
-
-
-def stable_hash(key: object) -> int:
-    """A non-negative hash of ``key`` that does not change between runs.
-
-    ints hash to their absolute value; str, bytes, floats, None and bools by
-    CRC-32 of a canonical encoding; tuples and frozensets by combining their
-    items. Other objects fall back to ``hash()`` (stable only if theirs is).
-    """
-    if isinstance(key, bool) or key is None:
-        return zlib.crc32(repr(key).encode())
-    if isinstance(key, int):
-        return abs(key)
-    if isinstance(key, str):
-        return zlib.crc32(key.encode("utf-8", "surrogatepass"))
-    if isinstance(key, (bytes, bytearray, memoryview)):
-        return zlib.crc32(bytes(key))
-    if isinstance(key, float):
-        return zlib.crc32(repr(key).encode())
-    if isinstance(key, tuple):
-        acc = 0x345678
-        for item in key:
-            acc = zlib.crc32(stable_hash(item).to_bytes(16, "little", signed=False), acc)
-        return acc
-    if isinstance(key, frozenset):
-        return sum(stable_hash(item) for item in key) & 0xFFFFFFFF
-    return abs(hash(key))
 
 
 class _Table:
@@ -188,7 +153,7 @@ class PartitionSupervisor:
         spec = supervise(
             children, strategy=strategy, max_restarts=max_restarts, max_seconds=max_seconds
         )
-        return _start_server(_PartitionServer, (None, spec), name, link=True)
+        return start_server(_PartitionServer, (None, spec), name, link=True)
 
     @staticmethod
     def child_spec(*, id: Any = None, **options: Any) -> ChildSpec:

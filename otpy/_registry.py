@@ -89,7 +89,6 @@ registry), raise ``TypeError``: Elixir raises ``ArgumentError`` there, but
 from __future__ import annotations
 
 import threading
-import zlib
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -100,6 +99,7 @@ from ._child_spec import ChildSpec, spec_with
 from ._core import Pid
 from ._exceptions import AlreadyRegisteredError, AlreadyStartedError, NoProcError, NotFoundError
 from ._gen_server import GenServer
+from ._hashing import equal_keys_hash
 
 __all__ = ["Keys", "Registry", "Via", "via"]
 
@@ -193,11 +193,11 @@ class _Table:
         if self.n == 1:
             return self.parts[0]
         if self.unique:
-            return self.parts[_stable_hash(key) % self.n]
+            return self.parts[equal_keys_hash(key) % self.n]
         return self.parts[pid.id % self.n]
 
     def unique_part(self, key: Any) -> _Partition:
-        return self.parts[0] if self.n == 1 else self.parts[_stable_hash(key) % self.n]
+        return self.parts[0] if self.n == 1 else self.parts[equal_keys_hash(key) % self.n]
 
     def pid_part(self, pid: Pid) -> _Partition:
         return self.parts[pid.id % self.n]
@@ -432,23 +432,7 @@ class _Table:
 
 # -- helpers -------------------------------------------------------------------------------
 
-
-def _stable_hash(term: object) -> int:
-    """``hash(term)``, except that strs, bytes and tuples hash the same in every run.
-
-    Python salts the hash of str and bytes per interpreter run; partitions
-    chosen with it would change from run to run.
-    """
-    if isinstance(term, str):
-        return zlib.crc32(str.encode(term, "utf-8", "surrogatepass"))
-    if isinstance(term, bytes):
-        return zlib.crc32(term)
-    if isinstance(term, tuple):
-        h = 0x345678
-        for item in term:
-            h = ((h * 1000003) ^ _stable_hash(item)) & 0xFFFFFFFFFFFF
-        return h
-    return hash(term)
+_stable_hash = equal_keys_hash  # its name before otpy._hashing held it
 
 
 def _check_key(key: object) -> None:

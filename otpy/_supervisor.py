@@ -58,20 +58,49 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, Final, Literal
+from typing import Any, Literal
 
 import attrs
 
 from . import _core as core
-from . import telemetry
-from ._child_spec import BRUTAL_KILL, ChildSpec, spec_with
-from ._core import Down, Exit, Pid
-from ._exceptions import AlreadyStartedError, NotFoundError, OtpError, StartError, Timeout
+from ._child_spec import ChildSpec, spec_with
+from ._core import Exit, Pid
+from ._exceptions import AlreadyStartedError, NotFoundError, StartError
 from ._gen_server import GenServer, Stop
+from ._supervision import (
+    RESTARTING,
+    Backoff,
+    ChildCount,
+    ChildInfo,
+    ChildState,
+    CountChildren,
+    DeleteChild,
+    RestartChild,
+    RestartIntensity,
+    StartChild,
+    TerminateChild,
+    WhichChildren,
+    _check_number,
+    answer,
+    check_intensity,
+    child_count,
+    child_spec_of,
+    count_restart,
+    give_up,
+    report_restart,
+    should_restart,
+    shutdown_child,
+    shutdown_children,
+    start_child_process,
+    start_server,
+    supervisor_label,
+)
+from ._supervision import ChildStartFailed as _ChildStartFailed
+from ._supervision import start_server as _start_server
 
+# The building blocks live in otpy._supervision; the ones other modules (otpy.pool,
+# otpy.pipeline, ...) import from here stay importable from here.
 __all__ = [
     "RESTARTING",
     "Backoff",
@@ -81,9 +110,15 @@ __all__ = [
     "Strategy",
     "Supervisor",
     "SupervisorSpec",
+    "_ChildStartFailed",
+    "_check_number",
+    "_start_server",
     "child_spec_of",
     "count_restart",
+    "give_up",
+    "report_restart",
     "shutdown_children",
+    "start_child_process",
     "supervise",
     "supervisor_label",
 ]
@@ -93,168 +128,8 @@ _log = logging.getLogger("otpy.supervisor")
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 _STRATEGIES = ("one_for_one", "one_for_all", "rest_for_one")
 
-RESTARTING: Final = "restarting"
-"""The ``pid`` that ``which_children`` shows for a child waiting for its backoff delay."""
 
-
-# -- values ----------------------------------------------------------------------
-
-
-def _check_number(
-    value: object, name: str, *, minimum: float = 0.0, allow_none: bool = False
-) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum:
-        allowed = f"a number >= {minimum}" + (" or None" if allow_none else "")
-        raise ValueError(f"{name} must be {allowed}; got {value!r}")
-
-
-@attrs.frozen
-class Backoff:
-    """Restart with growing delays instead of at once (Akka's ``restartWithBackoff``).
-
-    Example::
-
-        spec = Db.child_spec().replace(backoff=otpy.Backoff(min=0.1, max=30.0))
-        otpy.Supervisor.start_link([spec])
-
-    The n-th restart in a row waits ``min * 2**n`` seconds, at most ``max``,
-    spread by ``jitter`` (0.2: up to 20% more or less). A child that has been
-    up for ``reset_after`` seconds starts over at ``min``.
-    """
-
-    min: float = attrs.field(default=0.1)
-    max: float = attrs.field(default=10.0)
-    jitter: float = attrs.field(default=0.2)
-    reset_after: float = attrs.field(default=30.0)
-
-    def __attrs_post_init__(self) -> None:
-        _check_number(self.min, "Backoff min")
-        _check_number(self.max, "Backoff max", minimum=self.min)
-        _check_number(self.jitter, "Backoff jitter")
-        if self.jitter > 1:
-            raise ValueError(f"Backoff jitter must be between 0 and 1; got {self.jitter!r}")
-        _check_number(self.reset_after, "Backoff reset_after")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Seconds to wait before restart number ``attempt`` (0-based) in a row."""
-        base = min(float(self.max), float(self.min) * 2.0 ** min(attempt, 64))
-        spread = base * self.jitter
-        return max(0.0, base + rng.uniform(-spread, spread))
-
-
-Backoff.__module__ = "otpy"
-
-
-@attrs.frozen
-class ChildInfo:
-    """One child as ``which_children`` reports it.
-
-    ``pid`` is None for a child that is not running, and ``"restarting"`` for
-    one waiting for its backoff delay; ``restarts`` counts its restarts.
-    """
-
-    id: Any
-    pid: Pid | str | None
-    type: str
-    restarts: int = attrs.field(default=0, kw_only=True)
-
-
-ChildInfo.__module__ = "otpy"
-
-
-@attrs.frozen
-class ChildCount:
-    """What ``count_children`` reports: specs, active (running) children, and how
-    many of the specs are supervisors and workers."""
-
-    specs: int
-    active: int
-    supervisors: int
-    workers: int
-
-
-ChildCount.__module__ = "otpy"
-
-
-def count_restart(restarts: deque[float], max_restarts: int, max_seconds: float) -> bool:
-    """Record a restart now; True if that makes more than ``max_restarts`` in ``max_seconds``."""
-    now = time.monotonic()
-    restarts.append(now)
-    while restarts and restarts[0] < now - max_seconds:
-        restarts.popleft()
-    return len(restarts) > max_restarts
-
-
-_RESTART = ("otpy", "supervisor", "restart")
-_MAX_INTENSITY = ("otpy", "supervisor", "max_intensity")
-
-
-def give_up(
-    label: str, why: str | Callable[[], str], restarts: int, max_restarts: int, max_seconds: float
-) -> None:
-    """The restart intensity is reached: log it, report it, and stop the calling supervisor.
-
-    Emits ``("otpy", "supervisor", "max_intensity")`` and raises ``Stop("shutdown")``,
-    so the failure climbs the tree.
-    """
-    _log.error(
-        "%s: %s; that reaches its restart intensity (%d restarts within %ss): shutting down",
-        label,
-        why if isinstance(why, str) else why(),
-        max_restarts,
-        max_seconds,
-    )
-    if telemetry._handlers_for(_MAX_INTENSITY):
-        telemetry.execute(
-            _MAX_INTENSITY,
-            {"restarts": restarts},
-            {"supervisor": core.self(), "max_restarts": max_restarts, "max_seconds": max_seconds},
-        )
-    raise Stop("shutdown")
-
-
-def report_restart(child_id: Any, old: Pid | None, new: Pid | None, reason: Any, restarts: int) -> None:
-    """Emit ``("otpy", "supervisor", "restart")`` for a child the calling supervisor restarted."""
-    if not telemetry._handlers_for(_RESTART):
-        return
-    telemetry.execute(
-        _RESTART,
-        {"restarts": restarts},
-        {
-            "supervisor": core.self(),
-            "child_id": child_id,
-            "pid": old,
-            "new_pid": new,
-            "reason": reason,
-        },
-    )
-
-
-def supervisor_label(kind: str, server: GenServer) -> str:
-    """How a supervisor names itself in its log lines: kind, registered name, pid."""
-    name = getattr(server, "_otpy_name", None)
-    return f"{kind} {name!r} {core.self()!r}" if name is not None else f"{kind} {core.self()!r}"
-
-
-def child_spec_of(child: object) -> ChildSpec:
-    """Turn a list entry into a ChildSpec: a ChildSpec, a class (``cls.child_spec()``),
-    a ``(cls, arg)`` pair (``cls.child_spec(arg)``), or an object with ``child_spec()``."""
-    if isinstance(child, ChildSpec):
-        return child
-    if isinstance(child, tuple) and len(child) == 2 and hasattr(child[0], "child_spec"):
-        spec = child[0].child_spec(child[1])
-    elif hasattr(child, "child_spec"):
-        spec = child.child_spec()
-    else:
-        raise TypeError(
-            "a child must be an otpy.ChildSpec, a class with child_spec() (such as a GenServer "
-            f"subclass) or a (class, arg) pair; got {child!r}"
-        )
-    if not isinstance(spec, ChildSpec):
-        raise TypeError(f"{child!r}.child_spec() must return an otpy.ChildSpec; got {spec!r}")
-    return spec
+# -- the supervisor's options ------------------------------------------------------------
 
 
 @attrs.frozen
@@ -287,11 +162,7 @@ def supervise(
     """
     if strategy not in _STRATEGIES:
         raise ValueError(f"strategy must be one of {_STRATEGIES}; got {strategy!r}")
-    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-        raise ValueError(f"max_restarts must be an int >= 0; got {max_restarts!r}")
-    _check_number(max_seconds, "max_seconds")
-    if max_seconds == 0:
-        raise ValueError(f"max_seconds must be a number > 0; got {max_seconds!r}")
+    seconds = check_intensity(max_restarts, max_seconds)
     if backoff is not None and not isinstance(backoff, Backoff):
         raise TypeError(f"backoff must be an otpy.Backoff or None; got {backoff!r}")
     if isinstance(children, (str, bytes)) or not isinstance(children, Iterable):
@@ -302,115 +173,23 @@ def supervise(
         if spec.id in seen:
             raise ValueError(f"two children have the id {spec.id!r}; child ids must be unique")
         seen.add(spec.id)
-    return SupervisorSpec(specs, strategy, max_restarts, float(max_seconds), backoff)
-
-
-# -- starting and stopping children ---------------------------------------------------
-
-
-class _ChildStartFailed(Exception):
-    def __init__(self, child_id: Any, reason: Any) -> None:
-        super().__init__(child_id, reason)
-        self.child_id = child_id
-        self.reason = reason
-
-
-def start_child_process(spec: ChildSpec) -> Pid | None:
-    """Run a child spec's start function (in the supervisor); its pid, or None if ignored.
-
-    Raises:
-        _ChildStartFailed: the start function raised, or returned something else.
-    """
-    fn, args, kwargs = spec.start
-    try:
-        pid = fn(*args, **kwargs)
-    except StartError as exc:
-        raise _ChildStartFailed(spec.id, exc.reason) from exc
-    except core.ProcessExit:
-        raise
-    except Exception as exc:
-        raise _ChildStartFailed(spec.id, exc) from exc
-    if pid is not None and not isinstance(pid, Pid):
-        raise _ChildStartFailed(spec.id, ("bad_return", pid))
-    return pid
-
-
-def _flush_exit(pid: Pid) -> None:
-    """Drop an Exit from ``pid`` that came before it was unlinked."""
-    while True:
-        try:
-            core.receive(timeout=0, match=lambda m: type(m) is Exit and m.pid == pid)
-        except Timeout:
-            return
-
-
-def shutdown_children(children: Sequence[tuple[Pid, Any]], who: str) -> None:
-    """Stop children (``(pid, shutdown value)`` pairs) at once and wait for all of them.
-
-    Each gets ``"shutdown"`` (or ``"kill"`` for ``BRUTAL_KILL``), is killed if it
-    is still alive after its shutdown time, and is unlinked from the caller so
-    that its exit is not taken for a crash. A child that exits with another
-    reason than the one it was sent is reported on the log.
-    """
-    refs: dict[Any, tuple[Pid, Any, str]] = {}
-    deadlines: list[tuple[float, Any]] = []
-    now = time.monotonic()
-    for pid, shutdown in children:
-        ref = core.monitor(pid)
-        core.unlink(pid)
-        if shutdown == BRUTAL_KILL:
-            core.exit(pid, "kill")
-            refs[ref] = (pid, shutdown, "killed")
-        else:
-            core.exit(pid, "shutdown")
-            refs[ref] = (pid, shutdown, "shutdown")
-            if shutdown is not None:
-                deadlines.append((now + shutdown, ref))
-    deadlines.sort(key=lambda d: d[0])
-    while refs:
-        timeout = None
-        while deadlines and deadlines[0][1] not in refs:
-            deadlines.pop(0)
-        if deadlines:
-            timeout = max(0.0, deadlines[0][0] - time.monotonic())
-        try:
-            down = core.receive(timeout=timeout, match=lambda m: type(m) is Down and m.ref in refs)
-        except Timeout:
-            _, ref = deadlines.pop(0)
-            pid, shutdown, _ = refs[ref]
-            core.exit(pid, "kill")
-            refs[ref] = (pid, shutdown, "killed")
-            continue
-        pid, _, expected = refs.pop(down.ref)
-        _flush_exit(pid)
-        if (
-            down.reason != expected
-            and down.reason not in ("shutdown", "noproc")
-            and not (expected == "killed" and core.is_normal_exit(down.reason))
-        ):
-            _log.error("%s: child %r ended with %r while shutting down", who, pid, down.reason)
+    return SupervisorSpec(specs, strategy, max_restarts, seconds, backoff)
 
 
 # -- the supervisor ---------------------------------------------------------------------
 
 
-class _Child:
-    """A supervisor's record of one child; owned by the supervisor process."""
+class _Child(ChildState):
+    """A Supervisor's record of one child; owned by the supervisor process."""
 
-    __slots__ = ("attempt", "exited", "pid", "restarts", "spec", "started_at", "waiting")
+    __slots__ = ("waiting",)
 
     def __init__(self, spec: ChildSpec) -> None:
-        self.spec = spec
-        self.pid: Pid | None = None
-        self.restarts = 0
-        self.attempt = 0  # backoff restarts in a row
-        self.started_at = 0.0
+        super().__init__(spec)
         # Waiting for a backoff restart: the supervisor's _Restart message for its group
         # restarts it if it is still waiting then. Stopping or restarting it by hand
         # meanwhile just clears the flag; the message finds nothing to do for it.
         self.waiting = False
-        # The pid it had and why it went, until its restart reports them.
-        self.exited: tuple[Pid | None, Any] = (None, None)
 
 
 class _Restart:
@@ -453,11 +232,9 @@ class _SupervisorServer(GenServer):
             )
         self.label = supervisor_label(self.kind if module is None else type(module).__name__, self)
         self.strategy = spec.strategy
-        self.max_restarts = spec.max_restarts
-        self.max_seconds = spec.max_seconds
+        self.intensity = RestartIntensity(self.label, spec.max_restarts, spec.max_seconds)
         self.backoff = spec.backoff
         self.on_start = on_start
-        self.restarts: deque[float] = deque()
         self.rng = random.Random()
         self.children: list[_Child] = []  # in start order
         self.by_pid: dict[Pid, _Child] = {}  # the running ones
@@ -477,12 +254,9 @@ class _SupervisorServer(GenServer):
 
     def _launch(self, child: _Child) -> None:
         child.waiting = False
-        child.pid = start_child_process(child.spec)
-        child.started_at = time.monotonic()
+        child.started(start_child_process(child.spec))
         if child.pid is not None:
             self.by_pid[child.pid] = child
-            if child.restarts:
-                core.set_restarts(child.pid, child.restarts)
         if self.on_start is not None:
             self.on_start(child.spec.id, child.pid)
 
@@ -492,7 +266,7 @@ class _SupervisorServer(GenServer):
             child.waiting = False
             if child.pid is not None:
                 self.by_pid.pop(child.pid, None)
-                shutdown_children([(child.pid, child.spec.shutdown)], self.label)
+                shutdown_child(child.pid, child.spec.shutdown, self.label)
                 child.pid = None
                 if self.on_start is not None:
                     self.on_start(child.spec.id, None)
@@ -510,38 +284,39 @@ class _SupervisorServer(GenServer):
 
     def handle_call(self, request: Any, caller: Any) -> Any:
         if type(request) is Introspect:
-            children = self._handle_request(("which_children",))
-            return self.strategy, self.max_restarts, self.max_seconds, children
+            intensity = self.intensity
+            children = self._which_children()
+            return self.strategy, intensity.max_restarts, intensity.max_seconds, children
         try:
             return self._handle_request(request)
         except NotFoundError as exc:
             return exc  # raised in the caller, not here: a bad id must not crash the supervisor
 
-    def _handle_request(self, request: Any) -> Any:
-        op = request[0]
-        if op == "which_children":
-            return [
-                ChildInfo(
-                    c.spec.id, RESTARTING if c.waiting else c.pid, c.spec.type, restarts=c.restarts
-                )
-                for c in self.children
-            ]
-        if op == "count_children":
-            supervisors = sum(1 for c in self.children if c.spec.type == "supervisor")
-            active = sum(1 for c in self.children if c.pid is not None)
-            return ChildCount(
-                len(self.children), active, supervisors, len(self.children) - supervisors
+    def _which_children(self) -> list[ChildInfo]:
+        return [
+            ChildInfo(
+                c.spec.id, RESTARTING if c.waiting else c.pid, c.spec.type, restarts=c.restarts
             )
-        if op == "start_child":
-            return self._call_start_child(request[1])
-        if op == "terminate_child":
-            child = self._find(request[1])
+            for c in self.children
+        ]
+
+    def _handle_request(self, request: Any) -> Any:
+        kind = type(request)
+        if kind is WhichChildren:
+            return self._which_children()
+        if kind is CountChildren:
+            active = sum(1 for c in self.children if c.pid is not None)
+            return child_count((c.spec for c in self.children), active)
+        if kind is StartChild:
+            return self._call_start_child(request.spec)
+        if kind is TerminateChild:
+            child = self._find(request.child)
             self._stop([child])
             if child.spec.restart == "temporary":
                 self.children.remove(child)
             return None
-        if op == "restart_child":
-            child = self._find(request[1])
+        if kind is RestartChild:
+            child = self._find(request.child_id)
             if child.pid is not None:
                 return AlreadyStartedError(child.pid, child.spec.id, "the child id")
             try:
@@ -549,8 +324,8 @@ class _SupervisorServer(GenServer):
             except _ChildStartFailed as failed:
                 return StartError(failed.reason, failed.child_id)
             return child.pid
-        if op == "delete_child":
-            child = self._find(request[1])
+        if kind is DeleteChild:
+            child = self._find(request.child_id)
             if child.pid is not None:
                 return AlreadyStartedError(child.pid, child.spec.id, "the child id")
             self.children.remove(child)
@@ -591,9 +366,8 @@ class _SupervisorServer(GenServer):
         pid, child.pid = child.pid, None
         if self.on_start is not None:
             self.on_start(child.spec.id, None)
-        restart = child.spec.restart
-        if restart == "temporary" or (restart == "transient" and core.is_normal_exit(reason)):
-            if restart == "temporary":
+        if not should_restart(child.spec.restart, reason):
+            if child.spec.restart == "temporary":
                 self.children.remove(child)
             return
         group = self._group(child)
@@ -601,17 +375,14 @@ class _SupervisorServer(GenServer):
             member.exited = (pid if member is child else member.pid, reason)
         backoff = child.spec.backoff or self.backoff
         if backoff is None:
-            self._count_restart(lambda: f"child {child.spec.id!r} ({pid!r}) exited: {reason!r}")
+            self.intensity.count(lambda: f"child {child.spec.id!r} ({pid!r}) exited: {reason!r}")
         if not core.is_normal_exit(reason):
             _log.error(
                 "%s: child %r (%r) exited: %r; restarting", self.label, child.spec.id, pid, reason
             )
         group = self._stop_siblings(child, group)
         if backoff is not None:
-            if time.monotonic() - child.started_at >= backoff.reset_after:
-                child.attempt = 0
-            delay = backoff.delay(child.attempt, self.rng)
-            child.attempt += 1
+            delay = child.backoff_delay(backoff, self.rng)
             ids = tuple(c.spec.id for c in group)
             core.send_after(delay, core.self(), _Restart(ids, backoff=True))
             for c in group:
@@ -635,10 +406,6 @@ class _SupervisorServer(GenServer):
             return list(self.children)
         return self.children[self.children.index(child) :]
 
-    def _count_restart(self, why: str | Callable[[], str]) -> None:
-        if count_restart(self.restarts, self.max_restarts, self.max_seconds):
-            give_up(self.label, why, len(self.restarts), self.max_restarts, self.max_seconds)
-
     def _restart_group(self, group: list[_Child], *, backoff: bool) -> None:
         for child in group:
             if child not in self.children:
@@ -655,7 +422,7 @@ class _SupervisorServer(GenServer):
                 )
                 # As OTP: try again (counting toward the intensity), after the other messages.
                 if not backoff:
-                    self._count_restart(f"child {failed.child_id!r} failed to restart")
+                    self.intensity.count(f"child {failed.child_id!r} failed to restart")
                     rest = group[group.index(child) :]
                     core.send(core.self(), _Restart(tuple(c.spec.id for c in rest), backoff=False))
                 else:
@@ -663,18 +430,10 @@ class _SupervisorServer(GenServer):
                 return
             if not backoff:
                 child.attempt = 0
-            old, reason = child.exited
-            child.exited = (None, None)
-            report_restart(child.spec.id, old, child.pid, reason, child.restarts)
+            child.report_restarted()
 
 
 # -- the public face --------------------------------------------------------------------
-
-
-def _answer(result: Any) -> Any:
-    if isinstance(result, OtpError):
-        raise result
-    return result
 
 
 class Supervisor:
@@ -733,7 +492,7 @@ class Supervisor:
                     f"got {args!r} {options!r}"
                 )
             init_args = (cls(), args[0] if args else None)
-        return _start_server(_SupervisorServer, init_args, name, link)
+        return start_server(_SupervisorServer, init_args, name, link)
 
     @classmethod
     def child_spec(
@@ -753,12 +512,12 @@ class Supervisor:
     @staticmethod
     def which_children(sup: object) -> list[ChildInfo]:
         """The children in start order: ``ChildInfo(id, pid, type)``."""
-        return core.call(sup, ("which_children",), None, "Supervisor.which_children")  # type: ignore[no-any-return]
+        return core.call(sup, WhichChildren(), None, "Supervisor.which_children")  # type: ignore[no-any-return]
 
     @staticmethod
     def count_children(sup: object) -> ChildCount:
         """``ChildCount(specs, active, supervisors, workers)``."""
-        return core.call(sup, ("count_children",), None, "Supervisor.count_children")  # type: ignore[no-any-return]
+        return core.call(sup, CountChildren(), None, "Supervisor.count_children")  # type: ignore[no-any-return]
 
     @staticmethod
     def start_child(sup: object, spec: object) -> Pid | None:
@@ -769,7 +528,7 @@ class Supervisor:
             otpy.AlreadyStartedError: a child with that id exists.
         """
         child = child_spec_of(spec)
-        return _answer(core.call(sup, ("start_child", child), None, "Supervisor.start_child"))  # type: ignore[no-any-return]
+        return answer(core.call(sup, StartChild(child), None, "Supervisor.start_child"))  # type: ignore[no-any-return]
 
     @staticmethod
     def terminate_child(sup: object, child_id: Any) -> None:
@@ -778,7 +537,7 @@ class Supervisor:
         Raises:
             otpy.NotFoundError: no child has that id.
         """
-        _answer(core.call(sup, ("terminate_child", child_id), None, "Supervisor.terminate_child"))
+        answer(core.call(sup, TerminateChild(child_id), None, "Supervisor.terminate_child"))
 
     @staticmethod
     def restart_child(sup: object, child_id: Any) -> Pid | None:
@@ -789,8 +548,8 @@ class Supervisor:
             otpy.AlreadyStartedError: it is running.
             otpy.StartError: it failed to start.
         """
-        result = core.call(sup, ("restart_child", child_id), None, "Supervisor.restart_child")
-        return _answer(result)  # type: ignore[no-any-return]
+        result = core.call(sup, RestartChild(child_id), None, "Supervisor.restart_child")
+        return answer(result)  # type: ignore[no-any-return]
 
     @staticmethod
     def delete_child(sup: object, child_id: Any) -> None:
@@ -800,38 +559,9 @@ class Supervisor:
             otpy.NotFoundError: no child has that id.
             otpy.AlreadyStartedError: it is running (terminate it first).
         """
-        _answer(core.call(sup, ("delete_child", child_id), None, "Supervisor.delete_child"))
+        answer(core.call(sup, DeleteChild(child_id), None, "Supervisor.delete_child"))
 
     @staticmethod
     def stop(sup: object, reason: Any = "normal", timeout: float | None = None) -> None:
         """Stop the supervisor: its children stop in reverse order, then it exits."""
         GenServer.stop(sup, reason, timeout)
-
-
-def _start_server(
-    server: type[GenServer], init_args: tuple[Any, ...], name: object, link: bool
-) -> Pid:
-    """Start a supervisor-like server; turn a child's start failure into StartError(child_id)."""
-    try:
-        pid = (
-            server.start_link(*init_args, name=name)
-            if link
-            else server.start(*init_args, name=name)
-        )
-    except StartError as exc:
-        reason = exc.reason
-        if (
-            isinstance(reason, tuple)
-            and len(reason) == 2
-            and reason[0] == "shutdown"
-            and isinstance(reason[1], tuple)
-            and len(reason[1]) == 3
-            and reason[1][0] == "failed_to_start_child"
-        ):
-            _, child_id, child_reason = reason[1]
-            raise StartError(child_reason, child_id) from (
-                child_reason if isinstance(child_reason, BaseException) else None
-            )
-        raise
-    assert pid is not None
-    return pid

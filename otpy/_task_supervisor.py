@@ -45,9 +45,9 @@ from typing import Any, Literal
 from . import _core as core
 from ._child_spec import ChildSpec
 from ._core import Pid
-from ._dynamic_supervisor import DynamicSupervisor, DynamicSupervisorServer, _options, answer
+from ._dynamic_supervisor import DynamicSupervisor, DynamicSupervisorServer, _options
 from ._gen_server import GenServer
-from ._supervisor import _start_server
+from ._supervision import Children, StartChild, answer, start_server
 from ._task import AsyncStream, Task, _check_callable
 from .retry import RetryPolicy
 
@@ -122,7 +122,7 @@ class TaskSupervisor:
     def start_link(*, name: object = None, max_children: int | None = None) -> Pid:
         """Start a task supervisor linked to the caller."""
         options = _options(max_children=max_children, max_restarts=3, max_seconds=5.0)
-        return _start_server(DynamicSupervisorServer, (options,), name, link=True)
+        return start_server(DynamicSupervisorServer, (options,), name, link=True)
 
     @staticmethod
     def child_spec(*, id: Any = None, **options: Any) -> ChildSpec:
@@ -141,7 +141,7 @@ class TaskSupervisor:
             start=(_start_task, (fn, args, owner if link else None, _Client()), {}),
             restart="temporary",
         )
-        pid, reply = answer(core.call(sup, ("start_child", spec), None, "TaskSupervisor.async_"))
+        pid, reply = answer(core.call(sup, StartChild(spec), None, "TaskSupervisor.async_"))
         return Task(pid, owner, reply)
 
     @staticmethod
@@ -188,7 +188,7 @@ class TaskSupervisor:
     @staticmethod
     def children(sup: object) -> list[Pid]:
         """The pids of the running tasks."""
-        return core.call(sup, ("children",), None, "TaskSupervisor.children")  # type: ignore[no-any-return]
+        return core.call(sup, Children(), None, "TaskSupervisor.children")  # type: ignore[no-any-return]
 
     @staticmethod
     def terminate_child(sup: object, pid: Pid) -> None:
