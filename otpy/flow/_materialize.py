@@ -22,8 +22,11 @@ from .. import _core as core
 from .._core import Down, Pid, Ref
 from .._exceptions import ExitError, Timeout
 from .._partition_supervisor import stable_hash
+from ..stage._demand import Demand
+from ..stage._stage import _Ask, _Cancel, _Events, _Subscribe
 from ._ops import Tag, split
-from ._stages import GO, FlowSource, FlowStage, Inlet, Route, StagePlan, _Done, _Events, send_ask
+from ._stages import GO, FlowSource, FlowStage, HashRoute, Route, StagePlan, dispatcher
+from ._window import Window
 
 if TYPE_CHECKING:
     from ._flow import Flow
@@ -81,18 +84,14 @@ class _Sources:
     consumers: int
     route: Route | None
     discard: bool
-    limit: int
 
 
 @attrs.frozen
 class _Bridge:
+    """One stage that subscribes to the producers of ``from_stages`` (on ``GO``)."""
+
     producers: tuple[object, ...]
-    consumers: int
-    route: Route | None
-    discard: bool
-    limit: int
-    max_demand: int
-    min_demand: int
+    plan: StagePlan
 
 
 @attrs.frozen
@@ -109,23 +108,7 @@ def _route(partitioned: Partitioned, n: int) -> Route | None:
     """How the layer before a partition of ``n`` stages routes each event."""
     hash_fn, key_fn = partitioned.hash, partitioned.key
     if hash_fn is not None:
-
-        def by_hash(event: Any) -> int | None:
-            partition = hash_fn(event)
-            if partition is None:
-                return None
-            if (
-                isinstance(partition, bool)
-                or not isinstance(partition, int)
-                or not (0 <= partition < n)
-            ):
-                raise ValueError(
-                    f"the hash function of partition() must return a partition in range(0, {n}) "
-                    f"or None; {hash_fn!r} returned {partition!r} for {event!r}"
-                )
-            return partition
-
-        return by_hash
+        return HashRoute(hash_fn, n)
     if n == 1:
         return None
     if key_fn is not None:
@@ -145,12 +128,8 @@ def plan(
     route: Route | None,
     discard: bool,
     tag: Tag | None,
-    limit: int,
 ) -> _Node:
     """The processes of ``flow``, whose last layer feeds ``consumers`` through ``route``.
-
-    ``limit`` is the consumers' ``max_demand``: a process asks its producers for
-    more only while fewer events than that wait in it for its consumers.
 
     Raises:
         ValueError: a window is set on a layer that does not reduce.
@@ -165,15 +144,15 @@ def plan(
         )
     max_demand, min_demand = _demands(flow)
     if isinstance(inp, (Enumerables, FromStages)) and layer.empty and window.is_plain and not tag:
-        return _source(inp, consumers, route, discard, limit, max_demand, min_demand)
+        return _source(inp, consumers, route, discard, max_demand, min_demand)
     count = 1 if isinstance(inp, Departitioned) else flow._stages
     upstream: _Node
     if isinstance(inp, (Enumerables, FromStages)):
-        upstream = _source(inp, count, None, False, max_demand, max_demand, min_demand)
+        upstream = _source(inp, count, None, False, max_demand, min_demand)
     elif isinstance(inp, Partitioned):
-        upstream = plan(inp.parent, count, _route(inp, count), False, None, max_demand)
+        upstream = plan(inp.parent, count, _route(inp, count), False, None)
     else:
-        upstream = plan(inp.parent, 1, None, False, inp.tag, max_demand)
+        upstream = plan(inp.parent, 1, None, False, inp.tag)
     departition = None
     if isinstance(inp, Departitioned):
         departition = (inp.parent._stages, inp.acc_factory, inp.merge, inp.done)
@@ -186,7 +165,6 @@ def plan(
         consumers=consumers,
         route=route,
         discard=discard,
-        limit=limit,
         tag=tag,
         departition=departition,
     )
@@ -198,13 +176,31 @@ def _source(
     consumers: int,
     route: Route | None,
     discard: bool,
-    limit: int,
     max_demand: int,
     min_demand: int,
 ) -> _Node:
     if isinstance(inp, Enumerables):
-        return _Sources(inp.iterables, consumers, route, discard, limit)
-    return _Bridge(inp.producers, consumers, route, discard, limit, max_demand, min_demand)
+        return _Sources(inp.iterables, consumers, route, discard)
+    stage_plan = StagePlan(
+        layer=split(()),
+        window=Window.global_(),
+        partitions=1,
+        max_demand=max_demand,
+        min_demand=min_demand,
+        consumers=consumers,
+        route=route,
+        discard=discard,
+        tag=None,
+        departition=None,
+    )
+    return _Bridge(inp.producers, stage_plan)
+
+
+def _routes(node: _Node) -> bool:
+    """Whether the processes of ``node`` send each event to the consumer of its partition."""
+    if isinstance(node, _Sources):
+        return node.route is not None
+    return node.plan.route is not None
 
 
 def start(node: _Node, started: list[Pid]) -> tuple[Pid, ...]:
@@ -213,47 +209,50 @@ def start(node: _Node, started: list[Pid]) -> tuple[Pid, ...]:
     Every pid started is appended to ``started``, also when a later start fails.
     """
     owner = core.self()
+    pids = []
     if isinstance(node, _Sources):
-        pids = []
-        for index, iterable in enumerate(node.iterables):
+        for iterable in node.iterables:
             pid = FlowSource.start_link(
-                iterable, index, node.consumers, node.route, node.discard, node.limit, owner
+                iterable,
+                node.consumers,
+                node.route,
+                node.discard,
+                owner,
+                dispatcher=dispatcher(node.consumers, node.route),
+                buffer_size=None,
+                demand="accumulate",
             )
             assert pid is not None
             started.append(pid)
             pids.append(pid)
         return tuple(pids)
+    stage_plan = node.plan
+    options = {
+        "dispatcher": dispatcher(stage_plan.consumers, stage_plan.route),
+        "buffer_size": None,
+    }
     if isinstance(node, _Bridge):
-        from ._bridge import FlowBridge  # imports otpy.stage, which imports otpy.flow
-
-        pid = FlowBridge.start_link(
-            node.consumers,
-            node.route,
-            node.discard,
-            node.limit,
-            node.max_demand,
-            node.min_demand,
-            len(node.producers),
-            owner,
-            subscribe_to=[
-                (
-                    p,
-                    {
-                        "cancel": "transient",
-                        "max_demand": node.max_demand,
-                        "min_demand": node.min_demand,
-                    },
-                )
-                for p in node.producers
-            ],
+        pid = FlowStage.start_link(
+            stage_plan, 0, len(node.producers), node.producers, owner, **options
         )
         assert pid is not None
         started.append(pid)
         return (pid,)
     producers = start(node.upstream, started)
-    pids = []
+    routed = _routes(node.upstream)
     for index in range(node.count):
-        pid = FlowStage.start_link(node.plan, index, producers, owner)
+        subscription = stage_plan.subscription()
+        if routed:
+            subscription["partition"] = index
+        pid = FlowStage.start_link(
+            stage_plan,
+            index,
+            len(producers),
+            (),
+            owner,
+            subscribe_to=[(p, subscription) for p in producers],
+            **options,
+        )
         assert pid is not None
         started.append(pid)
         pids.append(pid)
@@ -275,19 +274,20 @@ def _exit_error(reason: Any) -> ExitError:
 
 
 class _Matcher:
-    """Selects a flow's messages in its consumer's mailbox (holds no reference to the iterator)."""
+    """Selects a flow's messages in its consumer's mailbox (holds no reference to the iterator).
 
-    __slots__ = ("refs", "token")
+    Those are the events and cancels of its subscriptions, and the Downs of its
+    monitors of the flow's processes: ``refs`` holds both kinds of refs.
+    """
 
-    def __init__(self, token: object) -> None:
-        self.token = token
+    __slots__ = ("refs",)
+
+    def __init__(self) -> None:
         self.refs: set[Ref] = set()
 
     def __call__(self, message: Any) -> bool:
         kind = type(message)
-        if kind is _Events or kind is _Done:
-            return message.tag is self.token
-        return kind is Down and message.ref in self.refs
+        return (kind is _Events or kind is _Cancel or kind is Down) and message.ref in self.refs
 
 
 class FlowIterator(Iterator[T]):
@@ -295,8 +295,9 @@ class FlowIterator(Iterator[T]):
 
     The flow's processes start at the first ``next()``, in the current
     runtime, linked to the process that iterates (the *owner*), which is the
-    flow's final consumer: it asks the last stages for ``max_demand`` events
-    at a time and takes new events from its mailbox only when it has yielded
+    flow's final consumer: it subscribes to the last stages as an otpy.stage
+    consumer does, asks each for ``max_demand`` events, asks again (in steps
+    of ``max_demand - min_demand``) for those it has received, and takes new events from its mailbox only when it has yielded
     all it holds, so a slow reader slows the whole flow down.
 
     When the flow ends, when :meth:`close` is called (``with flow.stream()
@@ -321,8 +322,8 @@ class FlowIterator(Iterator[T]):
         self._pids: list[Pid] = []
         self._refs: list[Ref] = []
         self._buffer: deque[Any] = deque()
-        self._inlet: Inlet | None = None
-        self._matcher = _Matcher(object())
+        self._subs: dict[Ref, tuple[Pid, Demand]] | None = None  # once started
+        self._matcher = _Matcher()
         self._closed = False
 
     def __iter__(self) -> FlowIterator[T]:
@@ -340,18 +341,16 @@ class FlowIterator(Iterator[T]):
         if self._closed:
             raise StopIteration
         try:
-            if self._inlet is None:
+            if self._subs is None:
                 self._start()
             elif core.self() != self._owner:
                 raise ValueError(
                     f"this flow is consumed by {self._owner!r}; iterate it in one process"
                 )
-            inlet = self._inlet
-            assert inlet is not None
-            while not self._buffer:
-                if inlet.left == 0:
-                    break
-                self._handle(core.receive(match=self._matcher), inlet)
+            subs = self._subs
+            assert subs is not None
+            while not self._buffer and subs:
+                self._handle(core.receive(match=self._matcher), subs)
         except ExitError as exc:  # killed through the link to a crashed process of the flow
             self.close()
             if exc.what == "Flow":
@@ -370,7 +369,7 @@ class FlowIterator(Iterator[T]):
         flow = self._flow
         max_demand = flow._max_demand
         min_demand = max_demand // 2 if flow._min_demand is None else flow._min_demand
-        node = plan(flow, 1, None, self._discard, None, max_demand)
+        node = plan(flow, 1, None, self._discard, None)
         try:
             producers = start(node, self._pids)
         finally:
@@ -378,21 +377,31 @@ class FlowIterator(Iterator[T]):
                 ref = core.monitor(pid)
                 self._refs.append(ref)
                 self._matcher.refs.add(ref)
+        me = core.self()
+        subs: dict[Ref, tuple[Pid, Demand]] = {}
+        for pid in producers:  # subscribe as a stage consumer does (automatic demand)
+            ref = core.Ref()
+            subs[ref] = (pid, Demand(max_demand, min_demand))
+            self._matcher.refs.add(ref)
+            core.send(pid, _Subscribe(me, ref, {}))
+            core.send(pid, _Ask(ref, max_demand))
+        self._subs = subs
         for pid in self._pids:
             core.send(pid, GO)
-        self._inlet = Inlet(
-            len(producers), max_demand, min_demand, send_ask(producers, 0, self._matcher.token)
-        )
-        self._inlet.start()
 
-    def _handle(self, message: Any, inlet: Inlet) -> None:
+    def _handle(self, message: Any, subs: dict[Ref, tuple[Pid, Demand]]) -> None:
         kind = type(message)
         if kind is _Events:
             self._buffer.extend(message.events)
-            inlet.received(message.producer, len(message.events))
-            inlet.pump()
-        elif kind is _Done:
-            inlet.finished(message.producer)
+            sub = subs.get(message.ref)
+            if sub is not None:
+                more = sub[1].handled(len(message.events))
+                if more:
+                    core.send(sub[0], _Ask(message.ref, more))
+        elif kind is _Cancel:  # a producer has sent its last events
+            subs.pop(message.ref, None)
+            if not core.is_normal_exit(message.reason):
+                raise _exit_error(message.reason)
         else:  # the Down of one of the flow's processes: it died before the flow ended
             raise _exit_error(message.reason)
 

@@ -1,43 +1,47 @@
-"""The processes a flow runs on, and the demand protocol between them.
+"""The processes a flow runs on: otpy.stage producers and producer-consumers.
 
 A running flow is a fixed graph, built before any event moves: sources (one
-per iterable, or one bridge to the producers of ``from_stages``), then one
-layer of stages per partition, then the consumer (the process iterating the
-flow). Every process is started by the consumer, linked to it, and knows its
-place: its index in its layer, its producers (the whole layer before it, in
-order) and how many consumers it has.
+:class:`FlowSource` per iterable; for ``from_stages``, one :class:`FlowStage`
+subscribed to the given producers), then one layer of :class:`FlowStage` per
+partition, then the consumer (the process iterating the flow). Every process
+is started by the consumer, linked to it, and knows its place: its index in
+its layer, its producers (the whole layer before it, in order) and how many
+consumers it has.
 
-The protocol is GenStage's, reduced to what a fixed graph needs:
+They speak ``otpy.stage``'s demand protocol, as Elixir's ``Flow.MapReducer``
+is a GenStage: a source is a ``stage.Producer``, a stage a
+``stage.ProducerConsumer`` subscribed to every process of the layer before it
+(``max_demand``/``min_demand`` of its layer, ``cancel="transient"``), and the
+events go to the next layer through a stage dispatcher: the consumer with the
+most demand, or, after ``partition()``, the consumer of the event's partition
+(:class:`Partitions`, a ``PartitionDispatcher`` whose hash is the flow's
+route). Back-pressure is the stages': a stage handles its input while its
+consumers' demand is not met by what it sent (so a reducing stage, which
+emits nothing until a window triggers, never stalls), and asks its producers
+for more as it handles it; the sources read their iterables only on demand.
 
-* ``_Ask(consumer, pid, tag, n)``: consumer number ``consumer`` wants ``n``
-  more events. A consumer first asks ``max_demand`` of each producer, then
-  asks again, in batches of at least ``max_demand - min_demand``, for the
-  events it has received; so at most ``max_demand`` events per producer are
-  ever in flight to it.
-* ``_Events(tag, producer, events)``: never more than asked for.
-* ``GO``: from the consumer, once all processes are started; only then do
-  consumers start asking.
-* ``_Done(tag, producer)``: the producer will send nothing more. It comes
-  after the producer's last events (messages between two processes keep
-  their order), so a stage is done when every producer has said so, and not
-  before its last event has been handled.
+Two things a flow adds:
 
-A stage handles every batch as it arrives (so a reducing stage, which emits
-nothing until a window triggers, never stalls), keeps what it emits in its
-:class:`_Outlet` until consumers ask for it, and asks its producers for more
-only while that backlog is smaller than its consumers' ``max_demand``:
-back-pressure reaches the sources, which read their iterables only on demand.
+* ``GO``: from the consumer, once all processes are started. The sources are
+  started with ``demand="accumulate"`` and turn to ``"forward"`` on ``GO``,
+  and the ``from_stages`` stage subscribes to the given producers only then:
+  until then no event moves, so no user function runs and nothing can crash
+  while the consumer is still starting processes (one started while the
+  consumer was being killed through a link would be left behind).
+* The end of the input. A process is *finished* when its iterable is
+  exhausted, or when the subscriptions to all its producers have ended
+  normally (a flow's own producer cancels them, a ``from_stages`` producer
+  exits with ``"normal"``/``"shutdown"``); a stage then triggers ``"done"``
+  on its windows and emits what that produces. Once a finished process has
+  sent a consumer everything it holds for it, it cancels that subscription
+  with ``"normal"``: that cancel comes after the last events (messages
+  between two processes keep their order), so the consumer has handled all
+  of them when it learns the producer is done.
+
 Nothing ends by exiting: the consumer stops every process (``kill``, after
-unlinking) when it has its last ``_Done``, or when it is closed or dropped.
-Every process also monitors the consumer and stops when it is gone, also
-after a normal exit, which the links would not propagate.
-
-This is not ``otpy.stage``'s machinery (which this protocol mirrors): its
-ProducerConsumer counts demand by the events it receives rather than by those
-it emits, so a reducing or filtering producer-consumer stalls once it has
-received its consumers' demand, and it drops the events still queued from a
-producer whose subscription is cancelled. ``from_stages`` meets otpy.stage
-producers through a stage.Consumer (``_bridge.py``), which has neither problem.
+unlinking) when its last subscription is cancelled, or when it is closed or
+dropped. Every process also monitors the consumer and stops when it is gone,
+also after a normal exit, which the links would not propagate.
 """
 
 from __future__ import annotations
@@ -47,54 +51,61 @@ from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any
 
 from .. import _core as core
+from .. import stage
 from .._core import Down, Pid, Ref
-from .._gen_server import GenServer, Stop
+from .._gen_server import Stop
+from ..stage._dispatchers import DemandDispatcher, Outbox, PartitionDispatcher, Subscription
+from ..stage._stage import _Ask, _Stage
 from ._ops import Departitioner, Layer, LayerFold, Tag, compile_mappers
 from ._window import Window, WindowState, window_state
 
-__all__ = ["FlowSource", "FlowStage", "Inlet", "Route", "StagePlan"]
+__all__ = [
+    "GO",
+    "FlowSource",
+    "FlowStage",
+    "HashRoute",
+    "Partitions",
+    "Route",
+    "Shared",
+    "StagePlan",
+    "dispatcher",
+    "routed",
+]
 
 Route = Callable[[Any], "int | None"]
-"""Which consumer gets an event (a partition number), or None to drop it."""
+"""Which consumer gets an event (a partition number), or None to drop it.
+
+Only a :class:`HashRoute` returns None; the others always give a partition.
+"""
 
 
-# -- messages -------------------------------------------------------------------------------------
+class HashRoute:
+    """The route of ``partition(hash=fn)``: ``fn(event)``, checked; None drops the event."""
+
+    __slots__ = ("hash", "partitions")
+
+    def __init__(self, hash: Callable[[Any], Any], partitions: int) -> None:
+        self.hash = hash
+        self.partitions = partitions
+
+    def __call__(self, event: Any) -> int | None:
+        partition = self.hash(event)
+        if partition is None:
+            return None
+        if (
+            isinstance(partition, bool)
+            or not isinstance(partition, int)
+            or not (0 <= partition < self.partitions)
+        ):
+            raise ValueError(
+                "the hash function of partition() must return a partition in "
+                f"range(0, {self.partitions}) or None; {self.hash!r} returned {partition!r} "
+                f"for {event!r}"
+            )
+        return partition
 
 
-class _Ask:
-    __slots__ = ("consumer", "n", "pid", "tag")
-
-    def __init__(self, consumer: int, pid: Pid, tag: object, n: int) -> None:
-        self.consumer = consumer
-        self.pid = pid
-        self.tag = tag
-        self.n = n
-
-    def __repr__(self) -> str:
-        return f"<flow ask: consumer {self.consumer} wants {self.n} more>"
-
-
-class _Events:
-    __slots__ = ("events", "producer", "tag")
-
-    def __init__(self, tag: object, producer: int, events: list[Any]) -> None:
-        self.tag = tag
-        self.producer = producer
-        self.events = events
-
-    def __repr__(self) -> str:
-        return f"<flow events: {len(self.events)} from producer {self.producer}>"
-
-
-class _Done:
-    __slots__ = ("producer", "tag")
-
-    def __init__(self, tag: object, producer: int) -> None:
-        self.tag = tag
-        self.producer = producer
-
-    def __repr__(self) -> str:
-        return f"<flow done: producer {self.producer}>"
+# -- messages a flow adds ---------------------------------------------------------------------------
 
 
 class _Tick:
@@ -109,270 +120,237 @@ class _Tick:
         return f"<flow timer {self.token!r}>"
 
 
-class _Produce:
-    """A source reminds itself to read more (it reads one chunk per message)."""
+class _Read:
+    """A discarding source reminds itself to read on (it reads one chunk per message)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+class _Close:
+    """A source that has just read its last item: cancel the consumers it owes nothing."""
 
     __slots__ = ()
 
 
-_PRODUCE = _Produce()
+_CLOSE = _Close()
 
 
 class _Go:
-    """From the consumer, once every process of the flow is started: ask your producers.
-
-    Until then no event moves, so no user function runs and nothing can crash
-    while the consumer is still starting processes (one started while the
-    consumer was being killed through a link would be left behind).
-    """
+    """From the consumer, once every process of the flow is started (see the module docs)."""
 
     __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<flow go>"
 
 
 GO = _Go()
 
 
-# -- the producer side ----------------------------------------------------------------------------
+# -- dispatchers ------------------------------------------------------------------------------------
 
 
-class _Outlet:
-    """Where a process's output waits for its consumers' demand.
+class Shared(DemandDispatcher):
+    """A flow's DemandDispatcher: it holds no events (what waits is in the producer's buffer)."""
 
-    Owned by the process (no lock). Consumers are numbered ``0..n-1`` and
-    known by their first ask. With a ``route`` each consumer is a partition
-    with a queue of its own; without, the consumers share one queue and each
-    batch goes to the consumer with the most demand (GenStage's
-    DemandDispatcher). After :meth:`finish`, each consumer gets ``_Done``
-    once its queue is empty. ``discard`` drops all output (``Flow.run``).
+    def queued(self, sub: Subscription) -> int:
+        """Events held for ``sub``: none."""
+        return 0
+
+
+class Partitions(PartitionDispatcher):
+    """A PartitionDispatcher over partitions ``0..n-1``, routed by a flow's route.
+
+    The route is already checked (it gives a partition in range), so
+    ``dispatch`` groups a batch by partition in one pass. A route that may
+    drop events (a :class:`HashRoute`) runs in the producer instead, before it
+    emits (:func:`routed`): what it emits, and what waits in its buffer, are
+    ``(partition, event)`` pairs, so a dropped event is never emitted and uses
+    up no demand, and the user's hash runs once per event. The dispatcher
+    sends the events alone.
     """
 
-    __slots__ = (
-        "_demand",
-        "_discard",
-        "_done_sent",
-        "_finished",
-        "_index",
-        "_pids",
-        "_queues",
-        "_route",
-        "_shared",
-        "_tags",
-    )
+    def __init__(self, partitions: int, route: Route) -> None:
+        super().__init__(partitions, _partition_of_pair)
+        self._route: Route | None = None if isinstance(route, HashRoute) else route
 
-    def __init__(self, index: int, consumers: int, route: Route | None, discard: bool) -> None:
-        self._index = index
-        self._pids: list[Pid | None] = [None] * consumers
-        self._tags: list[object] = [None] * consumers
-        self._demand = [0] * consumers
-        self._done_sent = [False] * consumers
-        self._route = route
-        self._queues: list[list[Any]] = [[] for _ in range(consumers)] if route else []
-        self._shared: list[Any] = []
-        self._discard = discard
-        self._finished = False
+    def __repr__(self) -> str:
+        return f"<flow partitions: {len(self._names)}>"
 
-    @property
-    def backlog(self) -> int:
-        """Events waiting for demand."""
-        if self._route is None:
-            return len(self._shared)
-        return sum(len(q) for q in self._queues)
+    def queued(self, sub: Subscription) -> int:
+        """Events held for ``sub`` (its partition had no demand left for them)."""
+        name = self._partition_of.get(sub)
+        return 0 if name is None else len(self._queues[name])
 
-    @property
-    def demand(self) -> int:
-        """Demand not yet met."""
-        return sum(self._demand)
-
-    def ask(self, consumer: int, pid: Pid, tag: object, n: int) -> None:
-        self._pids[consumer] = pid
-        self._tags[consumer] = tag
-        self._demand[consumer] += n
-        if self._route is None:
-            self._flush_shared()
-        else:
-            self._flush(consumer)
-
-    def push(self, events: list[Any]) -> None:
-        if self._discard or not events:
-            return
+    def dispatch(self, events: list[Any], out: Outbox) -> list[Any]:
+        waiting = self._waiting
+        if waiting <= 0:
+            return events
+        now, rest = (events, []) if len(events) <= waiting else (events[:waiting], events[waiting:])
+        self._waiting = waiting - len(now)
+        grouped: dict[Hashable, list[Any]] = {}
         route = self._route
-        if route is None:
-            self._shared.extend(events)
-            self._flush_shared()
-            return
-        queues = self._queues
-        for event in events:
-            partition = route(event)
-            if partition is not None:
-                queues[partition].append(event)
-        for consumer, queue in enumerate(queues):
-            if queue and self._demand[consumer] > 0:
-                self._flush(consumer)
-
-    def finish(self) -> None:
-        self._finished = True
-        if self._route is None:
-            self._flush_shared()
+        if route is None:  # routed by the producer
+            for partition, event in now:
+                batch = grouped.get(partition)
+                if batch is None:
+                    grouped[partition] = [event]
+                else:
+                    batch.append(event)
         else:
-            for consumer in range(len(self._pids)):
-                self._flush(consumer)
-
-    def _flush(self, consumer: int) -> None:
-        pid = self._pids[consumer]
-        if pid is None:
-            return
-        queue = self._queues[consumer] if self._route is not None else []
-        want = self._demand[consumer]
-        if queue and want > 0:
-            batch = queue[:want]
-            del queue[:want]
-            self._demand[consumer] = want - len(batch)
-            core.send(pid, _Events(self._tags[consumer], self._index, batch))
-        if self._finished and not queue and not self._done_sent[consumer]:
-            self._done_sent[consumer] = True
-            core.send(pid, _Done(self._tags[consumer], self._index))
-
-    def _flush_shared(self) -> None:
-        shared = self._shared
-        demand = self._demand
-        pids = self._pids
-        while shared:
-            consumer = max(range(len(demand)), key=demand.__getitem__)
-            want = demand[consumer]
-            pid = pids[consumer]
-            if want <= 0 or pid is None:
-                break
-            batch = shared[:want]
-            del shared[:want]
-            demand[consumer] = want - len(batch)
-            core.send(pid, _Events(self._tags[consumer], self._index, batch))
-        if self._finished and not shared:
-            for consumer, pid in enumerate(pids):
-                if pid is not None and not self._done_sent[consumer]:
-                    self._done_sent[consumer] = True
-                    core.send(pid, _Done(self._tags[consumer], self._index))
+            for event in now:
+                partition = route(event)
+                batch = grouped.get(partition)
+                if batch is None:
+                    grouped[partition] = [event]
+                else:
+                    batch.append(event)
+        demands = self._demands
+        queues = self._queues
+        for name, batch in grouped.items():
+            queue = queues[name]
+            want = demands[name]
+            if queue or want <= 0:
+                queue.extend(batch)
+                continue
+            if len(batch) > want:
+                queue.extend(batch[want:])
+                batch = batch[:want]
+            demands[name] = want - len(batch)
+            out.send(self._owner[name], batch)
+        return rest
 
 
-# -- the consumer side ----------------------------------------------------------------------------
+def _partition_of_pair(pair: Any) -> Any:
+    return pair[0]
 
 
-class Inlet:
-    """A consumer's demand towards each of its producers (owned by the consumer's process).
+def routed(route: HashRoute, events: list[Any]) -> list[tuple[int, Any]]:
+    """``events`` as :class:`Partitions` takes them from a producer routing by ``hash=``.
 
-    ``ask(producer, n)`` sends the demand; the consumer calls :meth:`start`
-    once, :meth:`received` for every batch, and :meth:`pump` whenever it may
-    take more.
+    The events ``route`` drops are left out.
+    """
+    pairs = []
+    for event in events:
+        partition = route(event)
+        if partition is not None:
+            pairs.append((partition, event))
+    return pairs
+
+
+def dispatcher(consumers: int, route: Route | None) -> Shared | Partitions:
+    """How a process of a flow shares its events among its ``consumers``."""
+    return Shared() if route is None else Partitions(consumers, route)
+
+
+# -- what sources and stages share ----------------------------------------------------------------
+
+
+class _Finishing(_Stage):
+    """Cancels each consumer's subscription once a finished process owes it nothing.
+
+    Owned by the process: ``_flow_finished`` is set when its input ended,
+    ``_flow_consumers`` is how many consumers it will have and
+    ``_flow_subscribed`` how many have subscribed (so it cannot end before a
+    consumer it does not know yet).
     """
 
-    __slots__ = ("_ask", "_batch", "_credit", "_done", "_max", "left")
+    _flow_owner: Ref
+    _flow_consumers: int
+    _flow_subscribed: int
+    _flow_finished: bool
 
-    def __init__(
-        self, producers: int, max_demand: int, min_demand: int, ask: Callable[[int, int], None]
-    ) -> None:
-        self._ask = ask
-        self._max = max_demand
-        self._batch = max(1, max_demand - min_demand)
-        self._credit = [0] * producers  # received since the last ask
-        self._done = [False] * producers
-        self.left = producers  # producers not done yet
+    def _flow_start(self, consumers: int, owner: Pid) -> None:
+        self._flow_owner = core.monitor(owner)
+        self._flow_consumers = consumers
+        self._flow_subscribed = 0
+        self._flow_finished = False
 
-    def start(self) -> None:
-        for producer in range(len(self._credit)):
-            self._ask(producer, self._max)
+    def _flow_close(self) -> None:
+        if (
+            not self._flow_finished
+            or self._otpy_buffer
+            or self._flow_subscribed < self._flow_consumers
+        ):
+            return
+        queued = self._otpy_dispatcher.queued  # type: ignore[attr-defined]
+        for ref, pid in list(self._otpy_downstream.items()):
+            if not queued((pid, ref)):
+                self._otpy_on_cancel(ref, ("cancel", "normal"))  # tells the consumer
 
-    def received(self, producer: int, n: int) -> None:
-        self._credit[producer] += n
-
-    def finished(self, producer: int) -> bool:
-        """Producer ``producer`` is done; True if it was the last one."""
-        if not self._done[producer]:
-            self._done[producer] = True
-            self.left -= 1
-        return self.left == 0
-
-    def pump(self) -> None:
-        credit = self._credit
-        for producer, n in enumerate(credit):
-            if n >= self._batch and not self._done[producer]:
-                credit[producer] = 0
-                self._ask(producer, n)
-
-
-def send_ask(producers: tuple[Pid, ...], consumer: int, tag: object) -> Callable[[int, int], None]:
-    """The ``ask`` of an :class:`Inlet` whose producers speak this module's protocol."""
-    me = core.self()
-
-    def ask(producer: int, n: int) -> None:
-        core.send(producers[producer], _Ask(consumer, me, tag, n))
-
-    return ask
+    def _otpy_on_ask(self, msg: _Ask) -> None:
+        super()._otpy_on_ask(msg)
+        if self._flow_finished:
+            self._flow_close()
 
 
 # -- sources ----------------------------------------------------------------------------------------
 
 
-class FlowSource(GenServer):
+class FlowSource(_Finishing, stage.Producer):
     """Reads an iterable on demand: the producer of ``Flow.from_enumerable``.
 
-    It reads no more items than its consumers asked for, in chunks of at most
-    their demand, one chunk per message (so it stays responsive while it
-    reads). The iterable is iterated in this process.
+    It reads no more items than its consumers asked for, when they ask (from
+    ``GO`` on). The iterable is iterated in this process. With ``discard``
+    (``Flow.run`` of a flow without operations) it reads the iterable to its
+    end, one chunk per message, and emits nothing.
     """
 
     inline_calls = False
 
-    _owner: Ref
     _items: Iterator[Any]
-    _outlet: _Outlet
-    _limit: int
-    _exhausted: bool
-    _scheduled: bool
+    _route: HashRoute | None  # a route that may drop events runs here, not in the dispatcher
+    _discard: bool
 
     def init(
         self,
         iterable: Iterable[Any],
-        index: int,
         consumers: int,
         route: Route | None,
         discard: bool,
-        limit: int,
         owner: Pid,
     ) -> None:
-        self._owner = core.monitor(owner)
+        self._flow_start(consumers, owner)
         self._items = iter(iterable)
-        self._outlet = _Outlet(index, consumers, route, discard)
-        self._limit = limit
-        self._exhausted = False
-        self._scheduled = False
+        self._route = route if isinstance(route, HashRoute) else None
+        self._discard = discard
 
-    def handle_info(self, message: Any) -> None:
-        kind = type(message)
-        if kind is _Ask:
-            self._outlet.ask(message.consumer, message.pid, message.tag, message.n)
-        elif kind is _Produce:
-            self._scheduled = False
-        elif kind is Down and message.ref == self._owner:
-            raise Stop("normal")  # whoever consumed the flow is gone
+    def handle_subscribe(self, kind: str, opts: dict[str, Any], from_: tuple[Pid, Ref]) -> str:
+        self._flow_subscribed += 1
+        return "automatic"
+
+    def handle_demand(self, demand: int) -> Any:
+        if self._flow_finished:
+            return None
+        items = list(itertools.islice(self._items, demand))
+        if len(items) < demand:
+            self._flow_finished = True
+            core.send(core.self(), _CLOSE)  # after these items are sent or buffered
+        if self._discard:
+            out: list[Any] = []
+        elif self._route is not None:
+            out = routed(self._route, items)
         else:
-            return
-        self._produce()
+            out = items
+        if len(out) < len(items) and not self._flow_finished:
+            # What the route dropped (or discard) met no demand: read as many again.
+            core.send(core.self(), _Read(len(items) - len(out)))
+        return out
 
-    def _produce(self) -> None:
-        outlet = self._outlet
-        if self._exhausted:
-            return
-        want = outlet.demand
-        if want <= 0 or outlet.backlog >= self._limit:
-            return
-        items = list(itertools.islice(self._items, want))
-        if len(items) < want:
-            self._exhausted = True
-        outlet.push(items)
-        if self._exhausted:
-            outlet.finish()
-        elif outlet.demand > 0 and not self._scheduled:
-            self._scheduled = True
-            core.send(core.self(), _PRODUCE)
+    def handle_info(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is _Go:
+            self._otpy_set_demand("forward")
+        elif kind is _Read:
+            return self.handle_demand(message.n)
+        elif kind is _Close:
+            self._flow_close()
+        elif kind is Down and message.ref == self._flow_owner:
+            raise Stop("normal")  # whoever consumed the flow is gone
+        return None
 
 
 # -- stages -----------------------------------------------------------------------------------------
@@ -386,7 +364,6 @@ class StagePlan:
         "departition",
         "discard",
         "layer",
-        "limit",
         "max_demand",
         "min_demand",
         "partitions",
@@ -406,7 +383,6 @@ class StagePlan:
         consumers: int,
         route: Route | None,
         discard: bool,
-        limit: int,
         tag: Tag | None,
         departition: tuple[int, Callable[[], Any], Callable[[Any, Any], Any], Callable[[Any], Any]]
         | None,
@@ -419,37 +395,53 @@ class StagePlan:
         self.consumers = consumers
         self.route = route
         self.discard = discard
-        self.limit = limit
         self.tag = tag
         self.departition = departition
 
+    def subscription(self) -> dict[str, Any]:
+        """The options a stage of this layer subscribes to each producer with."""
+        return {
+            "max_demand": self.max_demand,
+            "min_demand": self.min_demand,
+            "cancel": "transient",
+        }
 
-class FlowStage(GenServer):
+
+class FlowStage(_Finishing, stage.ProducerConsumer):
     """One stage of a flow: runs its layer's operations on the events of its producers.
 
     Events go, batch by batch, through the departition merge (after
     ``departition``), the mappers, and the layer's windows (with ``reduce``);
-    what comes out waits in the outlet for the consumers. Timers (periodic
-    windows and triggers, allowed lateness) are messages to itself.
+    what comes out goes to the consumers through the dispatcher, or waits in
+    the stage's buffer. Timers (periodic windows and triggers, allowed
+    lateness) are messages to itself. Producer number ``i`` is the ``i``-th
+    subscription (the order of ``subscribe_to``, or of ``external``: the
+    producers of ``from_stages``, subscribed to on ``GO``).
     """
 
     inline_calls = False
 
-    _owner: Ref
-    _inlet: Inlet
-    _outlet: _Outlet
+    _plan: StagePlan
+    _inputs: dict[Ref, int]  # subscription -> producer number
+    _left: int  # producers not done yet
+    _external: tuple[object, ...]
     _mappers: Callable[[list[Any]], list[Any]] | None
     _windows: WindowState | None
     _departition: Departitioner | None
     _periodically: tuple[tuple[float, Any], ...]
-    _limit: int
-    _finished: bool
+    _route: HashRoute | None  # a route that may drop events runs here, not in the dispatcher
+    _discard: bool
 
-    def init(self, plan: StagePlan, index: int, producers: tuple[Pid, ...], owner: Pid) -> None:
-        self._owner = core.monitor(owner)
-        self._outlet = _Outlet(index, plan.consumers, plan.route, plan.discard)
-        self._limit = plan.limit
-        self._finished = False
+    def init(
+        self, plan: StagePlan, index: int, producers: int, external: tuple[object, ...], owner: Pid
+    ) -> None:
+        self._flow_start(plan.consumers, owner)
+        self._plan = plan
+        self._inputs = {}
+        self._left = producers
+        self._external = external
+        self._route = plan.route if isinstance(plan.route, HashRoute) else None
+        self._discard = plan.discard
         self._mappers = compile_mappers(plan.layer.pre)
         self._departition = None
         if plan.departition is not None:
@@ -458,40 +450,61 @@ class FlowStage(GenServer):
         self._periodically = ()
         if plan.layer.reduce is not None:
             fold = LayerFold(plan.layer, index, plan.partitions, plan.tag)
-            self._windows = window_state(plan.window, fold, len(producers), self._schedule)
+            self._windows = window_state(plan.window, fold, producers, self._schedule)
             self._periodically = plan.window.periodically
             for number, (seconds, _) in enumerate(self._periodically):
                 self._schedule(seconds, ("periodically", number))
-        self._inlet = Inlet(
-            len(producers), plan.max_demand, plan.min_demand, send_ask(producers, index, None)
-        )
 
     def _schedule(self, seconds: float, token: Hashable) -> None:
         core.send_after(seconds, core.self(), _Tick(token))
 
-    def handle_info(self, message: Any) -> None:
-        kind = type(message)
-        if kind is _Events:
-            self._inlet.received(message.producer, len(message.events))
-            self._outlet.push(self._run(message.producer, message.events))
-        elif kind is _Ask:
-            self._outlet.ask(message.consumer, message.pid, message.tag, message.n)
-        elif kind is _Done:
-            last = self._inlet.finished(message.producer)
-            if self._windows is not None:
-                self._outlet.push(self._windows.producer_done(message.producer))
-            if last:
-                self._finish()
-        elif kind is _Tick:
-            self._tick(message.token)
-        elif kind is _Go:
-            self._inlet.start()
-        elif kind is Down and message.ref == self._owner:
-            raise Stop("normal")  # whoever consumed the flow is gone
+    def _out(self, events: list[Any]) -> list[Any] | None:
+        if self._discard or not events:
+            return None
+        if self._route is not None:
+            return routed(self._route, events)
+        return events
+
+    # -- stage callbacks ---------------------------------------------------------------------------
+
+    def handle_subscribe(self, kind: str, opts: dict[str, Any], from_: tuple[Pid, Ref]) -> str:
+        if kind == "producer":
+            self._inputs[from_[1]] = len(self._inputs)
         else:
-            return
-        if self._outlet.backlog < self._limit:
-            self._inlet.pump()
+            self._flow_subscribed += 1
+        return "automatic"
+
+    def handle_events(self, events: list[Any], from_: tuple[Pid, Ref]) -> Any:
+        return self._out(self._run(self._inputs[from_[1]], events))
+
+    def handle_cancel(self, reason: Any, from_: tuple[Pid, Ref]) -> Any:
+        producer = self._inputs.get(from_[1])
+        # A consumer's subscription, or one that ended abnormally: then the stage stops
+        # (the subscriptions are transient) right after this callback, and that producer
+        # must not count as done meanwhile.
+        if producer is None or not core.is_normal_exit(reason[1]):
+            return None
+        del self._inputs[from_[1]]
+        self._left -= 1
+        if self._windows is not None:
+            self._otpy_emit(self._out(self._windows.producer_done(producer)))
+        if self._left == 0:
+            self._finish()
+        return None
+
+    def handle_info(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is _Tick:
+            return self._out(self._tick(message.token))
+        if kind is _Go:
+            opts = self._plan.subscription()
+            for producer in self._external:
+                stage.async_subscribe(core.self(), to=producer, **opts)
+        elif kind is Down and message.ref == self._flow_owner:
+            raise Stop("normal")  # whoever consumed the flow is gone
+        return None
+
+    # -- running the layer ---------------------------------------------------------------------------
 
     def _run(self, producer: int, events: list[Any]) -> list[Any]:
         if self._departition is not None:
@@ -502,25 +515,24 @@ class FlowStage(GenServer):
             return events
         return self._windows.events(producer, events)
 
-    def _tick(self, token: Hashable) -> None:
-        if self._finished or self._windows is None:
-            return
+    def _tick(self, token: Hashable) -> list[Any]:
+        if self._flow_finished or self._windows is None:
+            return []
         if type(token) is tuple and len(token) == 2 and token[0] == "periodically":
             seconds, name = self._periodically[token[1]]
-            self._outlet.push(self._windows.trigger(name))
             self._schedule(seconds, token)
-        else:
-            self._outlet.push(self._windows.timer(token))
+            return self._windows.trigger(name)
+        return self._windows.timer(token)
 
     def _finish(self) -> None:
-        self._finished = True
         if self._departition is not None:
             merged = self._departition.done()
             if self._mappers is not None and merged:
                 merged = self._mappers(merged)
             if self._windows is not None and merged:
                 merged = self._windows.events(0, merged)
-            self._outlet.push(merged)
+            self._otpy_emit(self._out(merged))
         if self._windows is not None:
-            self._outlet.push(self._windows.done())
-        self._outlet.finish()
+            self._otpy_emit(self._out(self._windows.done()))
+        self._flow_finished = True
+        self._flow_close()

@@ -22,9 +22,16 @@ Example::
 See :class:`Producer` and the module ``otpy.stage._stage`` for the demand
 protocol, the dispatchers for how events are shared, and
 :class:`ConsumerSupervisor` for a child process per event.
+
+``otpy.stage.Flow`` is ``otpy.flow.Flow``, imported on first use: ``otpy.flow``
+builds on this package, so importing it here would make the two import each
+other.
 """
 
-from ..flow import Flow as Flow
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ._consumer_supervisor import ConsumerSupervisor as ConsumerSupervisor
 from ._dispatchers import BroadcastDispatcher as BroadcastDispatcher
 from ._dispatchers import DemandDispatcher as DemandDispatcher
@@ -39,6 +46,9 @@ from ._stage import async_subscribe as async_subscribe
 from ._stage import cancel as cancel
 from ._stage import demand as demand
 from ._stage import sync_subscribe as sync_subscribe
+
+if TYPE_CHECKING:
+    from ..flow import Flow as Flow
 
 __all__ = [
     "BroadcastDispatcher",
@@ -57,3 +67,11 @@ __all__ = [
     "demand",
     "sync_subscribe",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Flow":
+        from ..flow import Flow
+
+        return Flow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,37 +27,33 @@ normally). A child whose start fails is logged and counts as done.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from typing import Any
 
 from .. import _core as core
 from .._child_spec import ChildSpec
 from .._core import Exit, Pid, Ref
-from .._exceptions import StartError
-from .._supervisor import (
+from .._supervision import (
     ChildCount,
     ChildInfo,
+    ChildStartFailed,
+    CountChildren,
+    RestartIntensity,
+    WhichChildren,
+    check_intensity,
     child_spec_of,
-    count_restart,
-    give_up,
     report_restart,
+    request_of,
+    should_restart,
     shutdown_children,
+    start_child,
     supervisor_label,
 )
+from ._demand import Demand
 from ._stage import Consumer, ask
 
 __all__ = ["ConsumerSupervisor"]
 
 _log = logging.getLogger("otpy.supervisor")
-
-
-class _Demand:
-    __slots__ = ("done", "max", "min")
-
-    def __init__(self, max_demand: int, min_demand: int) -> None:
-        self.max = max_demand
-        self.min = min_demand
-        self.done = 0
 
 
 class ConsumerSupervisor(Consumer):
@@ -107,14 +103,7 @@ class ConsumerSupervisor(Consumer):
                 "a ConsumerSupervisor's children must be restart='temporary' or 'transient' "
                 f"(an event's child ends when its work is done); got {spec.restart!r} in {spec!r}"
             )
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts must be an int >= 0; got {max_restarts!r}")
-        if (
-            isinstance(max_seconds, bool)
-            or not isinstance(max_seconds, (int, float))
-            or not max_seconds > 0
-        ):
-            raise ValueError(f"max_seconds must be a number > 0; got {max_seconds!r}")
+        check_intensity(max_restarts, max_seconds)
         return spec
 
     # -- inside the process ---------------------------------------------------------------
@@ -122,16 +111,14 @@ class ConsumerSupervisor(Consumer):
     def init(self, spec: ChildSpec, max_restarts: int, max_seconds: float) -> None:
         core.trap_exits(True)
         self.template = spec
-        self.max_restarts = max_restarts
-        self.max_seconds = float(max_seconds)
-        self.restarts: deque[float] = deque()
         self.running: dict[Pid, tuple[tuple[Pid, Ref], Any]] = {}  # child -> (from_, event)
-        self.demand: dict[Ref, _Demand] = {}
+        self.demand: dict[Ref, Demand] = {}  # per subscription; a child ending is an event done
         self.label = supervisor_label("ConsumerSupervisor", self)
+        self.intensity = RestartIntensity(self.label, max_restarts, float(max_seconds))
 
     def handle_subscribe(self, kind: str, opts: dict[str, Any], from_: tuple[Pid, Ref]) -> str:
         if kind == "producer":
-            self.demand[from_[1]] = _Demand(opts["max_demand"], opts["min_demand"])
+            self.demand[from_[1]] = Demand(opts["max_demand"], opts["min_demand"])
             ask(from_, opts["max_demand"])
         return "manual"
 
@@ -145,15 +132,10 @@ class ConsumerSupervisor(Consumer):
         return None
 
     def _start_for(self, from_: tuple[Pid, Ref], event: Any) -> Pid | None:
-        fn, args, kwargs = self.template.start
         try:
-            pid: Pid | None = fn(*args, event, **kwargs)
-        except StartError as exc:
-            _log.error("%s: a child for %r failed to start: %r", self.label, event, exc.reason)
-            self._done(from_)
-            return None
-        except Exception as exc:
-            _log.error("%s: a child for %r failed to start: %r", self.label, event, exc)
+            pid, _ = start_child(self.template, after=(event,))  # the event: the last argument
+        except ChildStartFailed as failed:
+            _log.error("%s: a child for %r failed to start: %r", self.label, event, failed.reason)
             self._done(from_)
             return None
         if pid is None:
@@ -166,26 +148,18 @@ class ConsumerSupervisor(Consumer):
         demand = self.demand.get(from_[1])
         if demand is None:
             return
-        demand.done += 1
-        if demand.done >= demand.max - demand.min:
-            more, demand.done = demand.done, 0
+        more = demand.handled(1)
+        if more:
             ask(from_, more)
 
     def handle_info(self, message: Any) -> Any:
         if type(message) is Exit and message.pid in self.running:
             from_, event = self.running.pop(message.pid)
-            if self.template.restart == "transient" and not core.is_normal_exit(message.reason):
+            if should_restart(self.template.restart, message.reason):
                 _log.error(
                     "%s: child %r exited: %r; restarting", self.label, message.pid, message.reason
                 )
-                if count_restart(self.restarts, self.max_restarts, self.max_seconds):
-                    give_up(
-                        self.label,
-                        f"child {message.pid!r} exited: {message.reason!r}",
-                        len(self.restarts),
-                        self.max_restarts,
-                        self.max_seconds,
-                    )
+                self.intensity.count(f"child {message.pid!r} exited: {message.reason!r}")
                 new = self._start_for(from_, event)
                 report_restart(None, message.pid, new, message.reason, 1)
             else:
@@ -194,9 +168,10 @@ class ConsumerSupervisor(Consumer):
         return super().handle_info(message)
 
     def handle_call(self, request: Any, caller: Any) -> Any:
-        if request == ("which_children",):
+        request = request_of(request)
+        if type(request) is WhichChildren:
             return [ChildInfo(None, pid, self.template.type) for pid in self.running]
-        if request == ("count_children",):
+        if type(request) is CountChildren:
             n = len(self.running)
             supervisors = n if self.template.type == "supervisor" else 0
             return ChildCount(1, n, supervisors, n - supervisors)  # one spec: the template
@@ -228,9 +203,9 @@ class ConsumerSupervisor(Consumer):
     @staticmethod
     def which_children(sup: object) -> list[ChildInfo]:
         """The running children, one per event being worked on."""
-        return core.call(sup, ("which_children",), None, "ConsumerSupervisor.which_children")  # type: ignore[no-any-return]
+        return core.call(sup, WhichChildren(), None, "ConsumerSupervisor.which_children")  # type: ignore[no-any-return]
 
     @staticmethod
     def count_children(sup: object) -> ChildCount:
         """``ChildCount(specs, active, supervisors, workers)`` of the running children."""
-        return core.call(sup, ("count_children",), None, "ConsumerSupervisor.count_children")  # type: ignore[no-any-return]
+        return core.call(sup, CountChildren(), None, "ConsumerSupervisor.count_children")  # type: ignore[no-any-return]

@@ -73,6 +73,7 @@ import attrs
 from .. import _core as core
 from .._core import Call, Down, Exit, NameResolver, Pid, Ref
 from .._gen_server import _CAST, NOREPLY, Continue, GenServer, Stop, _ContinueMsg, _SysStop
+from ._demand import Demand
 from ._dispatchers import DemandDispatcher, Dispatcher, Subscription, fresh
 
 __all__ = [
@@ -227,15 +228,14 @@ def _split_target(entry: object) -> tuple[object, dict[str, Any]]:
 class _Upstream:
     """A consumer's subscription to one producer; owned by the consumer process."""
 
-    __slots__ = ("done", "manual", "monitor", "options", "outstanding", "producer", "ref")
+    __slots__ = ("demand", "manual", "monitor", "options", "producer", "ref")
 
     def __init__(self, producer: Pid, ref: Ref, options: _Options) -> None:
         self.producer = producer
         self.ref = ref
         self.options = options
         self.monitor: Ref | None = None
-        self.outstanding = 0  # asked for, not yet received
-        self.done = 0  # handled since the last ask
+        self.demand = Demand(options.max_demand, options.min_demand)
         self.manual = False
 
     @property
@@ -558,7 +558,6 @@ class _Stage(GenServer):
         elif mode != "automatic":
             raise ValueError(f"handle_subscribe must return 'automatic' or 'manual'; got {mode!r}")
         else:
-            up.outstanding = options.max_demand
             core.send(target, _Ask(ref, options.max_demand))
         return ref
 
@@ -566,7 +565,6 @@ class _Stage(GenServer):
         up = self._otpy_upstream.get(msg.ref)
         if up is None:
             return  # cancelled meanwhile
-        up.outstanding -= len(msg.events)
         if self._otpy_produces:
             self._otpy_pc_queue.append((up, msg.events))
             self._otpy_drain()
@@ -574,7 +572,7 @@ class _Stage(GenServer):
         self._otpy_consume(up, msg.events)
 
     def _otpy_consume(self, up: _Upstream, events: list[Any]) -> None:
-        step = max(1, up.options.max_demand - up.options.min_demand)
+        step = up.demand.step
         for start in range(0, len(events), step):
             batch = events[start : start + step]
             self._otpy_emit(self.handle_events(batch, up.from_))  # type: ignore[attr-defined]
@@ -584,10 +582,8 @@ class _Stage(GenServer):
         """``n`` events from ``up`` were handled: ask for more once enough were."""
         if up.manual or up.ref not in self._otpy_upstream:
             return
-        up.done += n
-        if up.done >= up.options.max_demand - up.options.min_demand:
-            more, up.done = up.done, 0
-            up.outstanding += more
+        more = up.demand.handled(n)
+        if more:
             core.send(up.producer, _Ask(up.ref, more))
 
     def _otpy_drain(self) -> None:
@@ -605,7 +601,7 @@ class _Stage(GenServer):
                 queue.popleft()
                 self._otpy_cancelled(up, item.reason)
                 continue
-            step = max(1, up.options.max_demand - up.options.min_demand)
+            step = up.demand.step
             batch, rest = item[:step], item[step:]
             if rest:
                 queue[0] = (up, rest)
