@@ -76,13 +76,13 @@ from otpy.retry import RetryPolicy
 
 Kind = Literal["ok", "flaky", "busy", "slow", "missing", "bad", "broken", "refused"]
 
-REQUEST_TIMEOUT = 1.0
+REQUEST_TIMEOUT = 1.5
 """Seconds the client waits for an answer before it calls the request timed out.
 
 Generous for a server on the same machine, so that only the stalled requests time out, even on
 a busy machine.
 """
-STALL = 2.0
+STALL = 2.5
 """How long a "slow" path keeps its first request waiting: well past REQUEST_TIMEOUT."""
 RETRY_AFTER = 0.1
 """The Retry-After a "busy" path sends with its 429, in seconds."""
