@@ -32,6 +32,13 @@ W10     8 threads x 10,000 ``Pool.transaction`` on a pool of 4 workers    transa
 W11     8 threads call ``TokenBucket.try_acquire`` on one bucket: the     calls/s,
         calls per second (rate 1e9), and the granted rate of a bucket     % off rate
         of rate 1,000/s over 5 s (otpy only)
+W12     100,000 Redis stream entries through a ``Pipeline`` (8            messages/s
+        processors, batches of 100) vs redis-py by hand (XREADGROUP
+        COUNT 100, ``ThreadPoolExecutor(8)``, XACK per batch)
+W13     100,000 RabbitMQ messages through a ``Pipeline`` (8 processors)   messages/s
+        vs pika by hand (dramatiq's design; first round only)
+W14     200,000 messages from a producer in the process, a handler that   messages/s
+        does nothing: a ``Pipeline`` vs one thread's loop
 W15     20,000 sequential calls ``await otpy.aio.call`` vs an         µs per call
         asyncio-queue actor (two rows: otpy's inline path, its mailbox)
 W16     10,000 concurrent calls ``aio.call`` to 100 servers, each         s, threads
@@ -43,28 +50,35 @@ Contenders:
 
 - ``otpy``: a ``GenServer`` subclass (``call``/``cast``/``stop``), ``Task.async_stream``,
   ``otpy.Supervisor`` for W6, ``otpy.stage`` for W8, ``otpy.flow.Flow``
-  for W9, ``otpy.pool.Pool`` for W10, ``otpy.ratelimit.TokenBucket`` for W11
-  and ``otpy.aio.call`` for W15-W16; every workload runs in its own
-  ``with otpy.Runtime():`` block.
+  for W9, ``otpy.pool.Pool`` for W10, ``otpy.ratelimit.TokenBucket`` for W11,
+  ``otpy.pipeline.Pipeline`` for W12-W14 and ``otpy.aio.call`` for W15-W16;
+  every workload runs in its own ``with otpy.Runtime():`` block.
 - ``threads``: one plain ``threading.Thread`` per server, serving a
   ``queue.SimpleQueue`` (the cost floor of a thread hand-off in CPython); W6 is
   a supervisor thread that starts a new worker thread when one ends; W7 is
   ``concurrent.futures.ThreadPoolExecutor().map``; W8 is three threads joined
   by two ``queue.Queue``s bounded at 1,000 events; W9 is the sequential
   ``Counter`` (no threads: the baseline Flow's parallelism is measured against).
-  W10 and W11 are what a user writes by hand instead: a ``queue.Queue`` of
-  plain objects (``obj = q.get()``, ``fn(obj)``, ``q.put(obj)``), and a token
-  bucket object behind a ``threading.Lock``.
+  W10-W14 are what a user writes by hand instead: a ``queue.Queue`` of
+  plain objects (``obj = q.get()``, ``fn(obj)``, ``q.put(obj)``), a token
+  bucket object behind a ``threading.Lock``, a redis-py consumer and a pika
+  consumer on a ``ThreadPoolExecutor`` (below), and a loop.
 - ``pykka``: a ``pykka.ThreadingActor`` driven with ``ask``/``tell``; Pykka has
   no supervisors, so W6 is a supervisor actor that starts a new worker actor
   when the old one's ``on_stop``/``on_failure`` hook tells it that it ended.
-  It has no pool map, stages, flow, pool, rate limiter or event loop side:
-  W7-W11, W15 and W16 show n/a.
-- ``asyncio``: W15 and W16 only (the realistic alternative for many
-  lightweight things): a server is a task serving an ``asyncio.Queue`` of
+  It has no pool map, stages, flow, pool, rate limiter, pipelines or event
+  loop side: W7-W16 show n/a.
+- ``asyncio`` (the realistic alternative for many lightweight things): tasks
+  on one event loop. A server is a task serving an ``asyncio.Queue`` of
   ``(request, future)`` pairs one at a time, replying with
-  ``future.set_result``. Its servers take calls from coroutines, not from
-  plain threads, so W1-W11 show n/a.
+  ``future.set_result``; a cast is ``put_nowait((message, None))``. Its
+  servers take calls from coroutines, not from plain threads, so W1-W5 run
+  as coroutines in one ``asyncio.run`` (W3's 8 producers are 8 tasks on the
+  same loop, W4's servers are tasks); W6 is a supervisor task that awaits
+  its worker task and starts a new one when it ends (``kill`` is
+  ``task.cancel()``); W7 is ``asyncio.gather`` over one coroutine per item
+  under an ``asyncio.Semaphore(os.cpu_count())``. No stages, flow, pool,
+  rate limiter or pipelines: W8-W14 show n/a.
 
 - ``otpy@base`` (only with ``--base PATH``): the ``otpy`` contender's code
   run on an older otpy, to measure a change to the runtime before and after
@@ -76,8 +90,9 @@ hosting (start, call, cast, stop; W8's stages).
 
 W6 crashes the worker two ways, one row each: ``kill`` (otpy:
 ``otpy.exit(pid, "kill")``; a thread cannot be killed, so the threads worker
-obeys a message by returning, and Pykka's is ``ActorRef.stop(block=False)``)
-and ``raise`` (a cast or tell whose handler raises). Each cycle waits until
+obeys a message by returning, Pykka's is ``ActorRef.stop(block=False)`` and
+asyncio's ``task.cancel()``) and ``raise`` (a cast, tell or queued message
+whose handler raises). Each cycle waits until
 the replacement worker has told the benchmark that it is up. Crash reports
 are silenced meanwhile (the ``otpy`` and ``pykka`` loggers at CRITICAL):
 otpy's supervisor logs an error for every restart, after a kill too. Its
@@ -115,6 +130,44 @@ written inline. Its second row is otpy's bucket of rate 1,000/s and capacity
 cent (the first 10 tokens included: +0.2 %); target ≤ 2 % either way. One
 such window a round, for otpy only.
 
+W12 and W13 need Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672
+(guest/guest) and their clients (redis-py, pika); a broker that does not
+answer, or a client that is not installed, makes the row n/a, with the
+reason and how to start the broker in the notes (``bench._brokers``). Each
+measurement gets a stream (or a queue) of its own, filled before the clock:
+100,000 entries ``{"order": "<JSON>"}`` (``XADD``) and a new consumer group
+at id 0, or 100,000 messages of the same JSON (``basic_publish`` in a loop).
+Both sides do the same work per message (``Orders.take``: ``json.loads``, add
+the amount to a total under a lock; the total is checked). W12's clock runs
+from the consumer's start until every entry was handled and ``XPENDING``
+counts none pending; otpy's pipeline is ``RedisStreamProducer``, 8
+processors and one batcher of 100, against one reader thread (``XREADGROUP
+COUNT 100 BLOCK 100``) handing each batch to a ``ThreadPoolExecutor(8)``
+that handles and ``XACK``s it (at most 16 batches in flight). W13's clock
+runs until every message was handled and the consumer has closed its
+connection: AMQP cannot ask how many are unacked, but RabbitMQ requeues
+what a closed connection left unacked, so the queue must then hold none.
+otpy's pipeline is ``RabbitMQProducer`` (prefetch 80) and 8 processors,
+against dramatiq's design by hand: one thread owns the pika connection and
+consumes with ``basic_qos(prefetch_count=80)``, a ``ThreadPoolExecutor(8)``
+does the work, each ack goes back to that thread with
+``connection.add_callback_threadsafe``. W13 runs in the first round only:
+broker and client move 5,000-8,000 messages/s here, so a full round costs
+about a minute. RabbitMQ is shared with the test suite, which closes every
+connection now and then (``rabbitmqctl close_all_connections``): publishing
+is then started again, and a measurement during which it happened (a
+connection of the benchmark's own sees it) is void and made again, up to 3
+times, as the notes say. W14 measures the pipeline itself: a ``stage.Producer``
+emitting ``pl.Message(i)`` with a counting acknowledger, the default
+processors and a handler that does nothing, against one thread calling the
+handler and the acknowledger in a loop. Targets: otpy ≥ 1 x the
+hand-written consumer (W12, W13), ≥ 0.5 x the loop (W14).
+
+The asyncio column's targets (issue 12), all otpy ÷ asyncio: W1 ≤ 0.5
+(µs per call), W2 and W3 ≥ 1 (messages/s), W4 100,000 ≤ 0.3 (time) at
+otpy ≤ 0.8 KB per process (an absolute bound, next to the older 2 KB), W5 ≤
+0.5 (µs per hop), W6 ≤ 1 (µs per restart, both rows), W7 ≥ 2 (items/s).
+
 W15 awaits 20,000 calls (reply = request + 1) one after the other from one
 coroutine, each as a user writes it: ``await otpy.aio.call(pid, i)`` (its
 default 5 s timeout) against the asyncio actor's bare ``await future``. The
@@ -148,7 +201,7 @@ checkout's ``otpy/`` package, for instance the commit before a change::
     git worktree add /tmp/otpy-base 799fa1d     # a checkout (remove: git worktree remove)
     # or, leaving the repository's state alone, the files alone:
     mkdir /tmp/otpy-base && git archive 799fa1d | tar -x -C /tmp/otpy-base
-    python -m bench --base /tmp/otpy-base --only W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11,W15,W16
+    python -m bench --base /tmp/otpy-base --only W1,W2,W3,W4,W5,W6,W7,W8,W9,W10,W11,W14,W15,W16
 
 The run gains the column ``otpy@base`` (the header line gives its
 ``__version__`` and, if ``PATH`` is a git checkout, its commit from ``git -C
@@ -157,7 +210,7 @@ change, and with several rounds the parentheses give the min-max of the
 round-by-round ratios, a gauge of the noise (the rounds interleave the
 contenders, so a round's two samples ran close in time). It is the same
 contender code (``bench._otpy``, ``_otpy_stage``, ``_otpy_flow``,
-``_otpy_pool``, ``_otpy_ratelimit``, ``_otpy_aio``), imported a
+``_otpy_pool``, ``_otpy_ratelimit``, ``_otpy_pipeline``, ``_otpy_aio``), imported a
 second time against the base package, which is imported as ``otpy_base``
 beside the current ``otpy`` (``bench._base`` says how). Every measurement
 must leave no thread running, so that neither version's runtime disturbs the

@@ -13,12 +13,13 @@ from time import perf_counter
 
 from . import _report
 from ._base import PACKAGE, BaseError, check_path, describe
+from ._brokers import problems
 from ._contender import BASE_NAME, Contender, Unavailable, columns, load
 from ._memory import METHOD
 from ._runner import Results, run_rounds
-from ._workloads import FULL, QUICK, Case, Target, build_cases, build_targets
+from ._workloads import FULL, QUICK, Case, Target, build_cases, build_targets, remeasured
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W8", "W9", "W10", "W11", "W15", "W16")
+WORKLOADS = tuple(f"W{i}" for i in range(1, 17))
 
 _BASE_HELP = (
     "also run the otpy contender on an older otpy, side by side: PATH is a directory holding "
@@ -154,13 +155,25 @@ def _notes(
         "`with otpy.Runtime():`; W7 is `otpy.Task.async_stream(range(n), fn)` with fn(x) = x + 1 "
         "(ordered, default max_concurrency).",
         "threads: one plain threading.Thread per server serving a queue.SimpleQueue; "
-        "its W7 is `concurrent.futures.ThreadPoolExecutor().map`; for W10 and W11 it is the "
+        "its W7 is `concurrent.futures.ThreadPoolExecutor().map`; for W10-W14 it is the "
         "code a user writes by hand instead (below).",
         "pykka: one pykka.ThreadingActor per server, ask/tell.",
-        "asyncio: W15 and W16 only: a server is a task serving an asyncio.Queue of "
-        "(request, future) pairs, one at a time, replying with `future.set_result`; a call puts "
-        "a pair and awaits the future (W16: in `asyncio.wait_for`, for its timeout). Its servers "
-        "take calls from coroutines, not plain threads: W1-W5 n/a.",
+        "asyncio: tasks on one event loop, one `asyncio.run` per measurement: a server is a "
+        "task serving an asyncio.Queue of (request, future) pairs, one at a time, replying with "
+        "`future.set_result`; a call puts a pair and awaits the future (no timeout; W16: in "
+        "`asyncio.wait_for`, for its timeout), a cast is `put_nowait((message, None))`. Its "
+        "servers take calls from coroutines, so W1-W5 run as coroutines: W1 one coroutine "
+        "awaits the calls one after the other; W2 one coroutine casts, then awaits the "
+        "confirming call; W3 8 producer tasks on the same loop, let go together by an "
+        "asyncio.Event (a cast never suspends, so each task casts its share in one turn: that "
+        "is how tasks share a loop; 8 threads using `loop.call_soon_threadsafe` would measure "
+        "cross-thread wake-ups, not asyncio code); W4 the servers are tasks, all run up to their "
+        "first wait for a message (`asyncio.sleep(0)`, in the clock) before they count as alive; "
+        "W5 the ring's nodes are tasks, the last one sets an asyncio.Event. W6: a supervisor "
+        "task that awaits its worker task and starts a new one however it ended, kill = `task.cancel()`, raise = a "
+        "message whose handling raises. W7: `asyncio.gather` of one coroutine per item, each "
+        "holding an `asyncio.Semaphore(os.cpu_count())` while it calls fn. No stages, flow, "
+        "pool, rate limiter or pipelines: W8-W14 n/a.",
         "W6: a one_for_one supervisor over one worker whose start tells the benchmark it is up; "
         "a cycle crashes the worker and waits for its replacement. otpy: "
         '`otpy.Supervisor.start_link([Worker.child_spec(...)])`, kill = `otpy.exit(pid, "kill")`; '
@@ -169,7 +182,8 @@ def _notes(
         "pykka has no supervisors: a supervisor actor that starts a new actor when the old one's "
         "on_stop/on_failure tells it, kill = `ActorRef.stop(block=False)`. raise = a cast/tell "
         "whose handler raises. The otpy and pykka loggers are set to CRITICAL during W6 "
-        "(otpy's supervisor logs an error for every restart, after a kill too).",
+        "(otpy's supervisor logs an error for every restart, after a kill too). asyncio: see "
+        "above.",
         "W8: producer → producer_consumer (doubles each int) → consumer (counts and sums), "
         "at most 1,000 events waiting between two stages; the clock runs from the go until "
         "the consumer has seen every event. otpy: otpy.stage Producer/ProducerConsumer/Consumer "
@@ -200,6 +214,39 @@ def _notes(
         "the cell is (granted ÷ window - rate) ÷ rate in %, the full bucket's first 10 tokens "
         "included (+0.2 % over 5 s, +1 % over 1 s). Measured for otpy only (one window a round): "
         "the lock-based bucket is plain arithmetic.",
+        "W12: per measurement a new stream holding the row's entries, each one field "
+        '`{"order": JSON}` (XADD before the clock), and a new consumer group at id 0; the '
+        "work per message, the same function on "
+        "both sides: `json.loads` the order, add its amount to a total under a lock (the total is "
+        "checked). The clock runs from the consumer's start until every entry was handled and "
+        "XPENDING says 0 pending (looked at every 1 ms once all were handled); the stop comes "
+        "after the clock. otpy: `Pipeline.start_link` with `RedisStreamProducer` (block 0.1 s), "
+        "8 processors (handle_message does the work), one batcher of batch_size 100 "
+        "(handle_batch returns the batch: the batch processor acks it, the producer's ack thread "
+        "sends coalesced XACKs); threads, by hand: one reader thread `XREADGROUP COUNT 100 BLOCK "
+        "100` handing each batch to a `ThreadPoolExecutor(8)` task that handles its entries and "
+        "XACKs them in one command, at most 16 batches read and not acked (a BoundedSemaphore).",
+        "W13: per measurement a new queue holding the row's messages (published before the clock: "
+        "`basic_publish` in a loop on one channel); W12's work. The clock runs from the "
+        "consumer's start until every message was handled and the consumer has stopped and "
+        "closed its connection: AMQP cannot ask for a queue's unacked count, but RabbitMQ "
+        "requeues what a closed connection left unacked, so the queue must then hold 0 ready "
+        "messages. otpy: `RabbitMQProducer` with prefetch_count 80 (the pipeline's default for "
+        "8 processors x max_demand 10), 8 processors acking what they handled (no batchers), "
+        "`Pipeline.stop` (the drain) in the clock; threads, by hand, dramatiq's design: one "
+        "thread owns the pika connection, `basic_qos(prefetch_count=80)`, `basic_consume` hands "
+        "each delivery to a `ThreadPoolExecutor(8)` task that does the work and acks with "
+        "`connection.add_callback_threadsafe(partial(channel.basic_ack, tag))`; its stop "
+        "(basic_cancel, the pool's end, the last acks, close) in the clock. Measured in the "
+        "first round only: RabbitMQ and pika move 5,000-8,000 messages/s on these machines and "
+        "publishing 100,000 takes about 8 s, so each full-size round would add about a minute.",
+        "W14: otpy: a Pipeline whose producer is a `stage.Producer` emitting "
+        "`pl.Message(i, acknowledger=(acks, None, None))` as demand comes, the default "
+        "processors (2 x CPU count, max_demand 10), handle_message calls the handler (it does "
+        "nothing) and returns the message; the clock runs from `start_link` until the "
+        "acknowledger (it counts, under a lock) was asked to ack all of them. threads: one "
+        "thread (the benchmark's) calls the handler, then `acks.ack(None, [i], [])`, for each "
+        "int in a loop.",
         "W15: one coroutine awaits the calls one after the other, reply = request + 1, each "
         "as a user writes it: `await otpy.aio.call(pid, i)` (its default 5 s timeout) vs a bare "
         "`await future` (no timeout); one `asyncio.wait_for` bounds the loop. inline: a plain GenServer: an idle "
@@ -223,18 +270,25 @@ def _notes(
         "replying, the same code in both rows. Per-call timeout 120 s on both sides "
         "(`otpy.aio.call(pid, i, timeout=120)`, `asyncio.wait_for`).",
         "Absolute targets (they depend on the machine; the issue's figures are for 2 cores): "
-        "W6 ≤ 60 µs per restart, W11 ≥ 200,000 calls/s and within 2 % of the rate, W16 ≤ 2 x "
-        "the ideal time with ≤ 16 threads; all other timing targets are ratios.",
+        "W4 ≤ 2 KB and ≤ 0.8 KB per process, W6 ≤ 60 µs per restart, W11 ≥ 200,000 calls/s "
+        "and within 2 % of the rate, W16 ≤ 2 x the ideal time with ≤ 16 threads; all other "
+        "timing targets are ratios.",
         "Ratios are otpy ÷ the other contender in the row's unit; "
         "the unit's arrow says which way is better.",
-        f"Cells are medians of {rounds} interleaved round(s); W3, W6, W10 and W11 calls also "
-        "show min-max over rounds.",
+        f"Cells are medians of {rounds} interleaved round(s) (W4 memory and W13: the first "
+        "round only); W3, W6, W10, W11 calls, W12 and W14 also show min-max over rounds.",
         f"Memory (KB/process): {METHOD}.",
     ]
     notes += _base_note(args)
     if args.quick:
         notes.append("--quick: small sizes; the verdicts are only indicative.")
     notes += [f"{name}: {reason}" for name, reason in unavailable.items()]
+    notes += [f"{broker} (W12/W13 n/a): {reason}" for broker, reason in problems().items()]
+    notes += [
+        f"W13 / {name}: measured again {times} time(s): RabbitMQ closed every connection during "
+        "the measurement (something else ran `rabbitmqctl close_all_connections`), which voids it"
+        for name, times in remeasured.items()
+    ]
     notes += [f"error in {key} / {name}: {error}" for (key, name), error in results.errors.items()]
     notes += [
         f"{key} / {name} left {leftover} (they may have disturbed later measurements)"

@@ -5,7 +5,7 @@
 under the top-level name ``otpy_base``, next to the current ``otpy``, which
 stays where it is in ``sys.modules``. Because the whole base package lives
 under that name, its relative imports, including those inside functions (the
-base's ``otpy.flow`` imports its ``_bridge`` lazily), resolve within the base.
+base's ``otpy.pipeline`` imports its ``_router`` lazily), resolve within the base.
 Absolute ``import otpy`` inside the base package would bind the current otpy,
 so ``load_base`` refuses a base that does that in code the benchmark runs.
 

@@ -3,11 +3,16 @@
 A contender hosts server *logic* (an object with ``on_call`` and ``on_cast``)
 in its own kind of process: an otpy GenServer, a plain thread, a Pykka actor.
 For W6 it also supplies a one_for_one supervisor over one worker
-(``Supervised``), for W8 a three-stage pipeline (``Pipeline``), for W9 a
-word count (``WordCount``), for W10 a pool of workers (``WorkerPool``), for
-W11 a token bucket (``Bucket``) and for W15-W16 servers that coroutines call
-with ``await`` (``AsyncServers``; the ``asyncio`` contender has only these).
-The workloads in ``bench._workloads`` are written once against this protocol.
+(``Supervised``, or ``AsyncSupervised`` on an event loop), for W8 a
+three-stage pipeline (``Pipeline``), for W9 a word count (``WordCount``), for
+W10 a pool of workers (``WorkerPool``), for W11 a token bucket (``Bucket``),
+for W12-W14 a consumer of a Redis stream, of a RabbitMQ queue and of an
+in-process source (``StreamConsumer``, ``QueueConsumer``, ``MessageFlow``)
+and for W15-W16 servers that coroutines call with ``await``
+(``AsyncServers``). A contender whose servers live on an event loop (the
+``asyncio`` contender) runs W1-W5 with coroutines on its ``AsyncServers``.
+The workloads in ``bench._workloads`` are written once against this protocol
+(W1-W6 twice: from plain threads, and from coroutines).
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 DEFAULT_TIMEOUT = 5.0
@@ -77,7 +83,7 @@ class WorkerCrashed(Exception):
 
 
 class Supervised(Protocol):
-    """W6: a one_for_one supervisor that restarts its one permanent worker whenever it ends.
+    """W6 from a plain thread: a one_for_one supervisor restarting its one worker whenever it ends.
 
     Every worker, the first and each replacement, tells the benchmark that it
     is up as the last step of its start; ``next_worker`` waits for that. Workers
@@ -103,6 +109,30 @@ class Supervised(Protocol):
 
 Supervise = Callable[[], AbstractContextManager[Supervised]]
 """Start a supervisor and its first worker; leaving the context stops both (and waits)."""
+
+
+class AsyncSupervised(Protocol):
+    """W6 on an event loop: ``Supervised``, its wait a coroutine; every method runs on the loop."""
+
+    async def next_worker(self, timeout: float) -> Any:
+        """Wait until a worker not yet returned has started and return it.
+
+        Raises:
+            TimeoutError: no worker reported within ``timeout`` seconds.
+        """
+        ...
+
+    def crash(self, worker: Any, how: Crash) -> None:
+        """End ``worker`` the way ``how`` says, without waiting for the restart."""
+        ...
+
+    def restarts(self) -> int:
+        """How many restarts the supervisor has made."""
+        ...
+
+
+AsyncSupervise = Callable[[], AbstractAsyncContextManager[AsyncSupervised]]
+"""Start a supervisor task and its first worker on the running loop; leaving stops both."""
 
 
 IN_FLIGHT = 1000
@@ -165,6 +195,76 @@ Entering the context returns its ``try_acquire``, which any thread may call;
 leaving stops the bucket (and waits).
 """
 
+
+@dataclass(frozen=True)
+class StreamSource:
+    """W12: a Redis stream holding the entries, and a consumer group made for this measurement.
+
+    The group exists already (made at id ``0``, so it hands out every entry);
+    a consumer uses it as it is.
+    """
+
+    url: str
+    stream: str
+    group: str
+    workers: int
+    """How many messages are handled at once: the pipeline's processors, the pool's threads."""
+    batch: int
+    """Entries per read and per ``XACK`` by hand; the pipeline's ``batch_size``."""
+
+
+StreamConsumer = Callable[
+    [StreamSource, Callable[[dict[str, str]], None]], AbstractContextManager[None]
+]
+"""W12: ``stream_consumer(source, handle)`` consumes ``source``'s stream through its group.
+
+It calls ``handle(fields)`` once for every entry (its field dict, ``str``
+keys and values) and acknowledges the entry (``XACK``) after. Entering the
+context starts it; leaving stops it (and waits); the entries it has read
+are all acknowledged by then.
+"""
+
+
+@dataclass(frozen=True)
+class QueueSource:
+    """W13: a RabbitMQ queue holding the messages (declared, published before the clock)."""
+
+    url: str
+    queue: str
+    workers: int
+    """How many messages are handled at once: the pipeline's processors, the pool's threads."""
+    prefetch: int
+    """``basic_qos(prefetch_count)``: the most unacknowledged deliveries the consumer holds."""
+
+
+QueueConsumer = Callable[[QueueSource, Callable[[bytes], None]], AbstractContextManager[None]]
+"""W13: ``queue_consumer(source, handle)`` consumes ``source``'s queue.
+
+It calls ``handle(body)`` once for every delivery and acknowledges it
+(``basic_ack``) after. Entering the context starts it; leaving stops it and
+closes its connection, with every delivery it handled acknowledged (RabbitMQ
+requeues what a closed connection left unacknowledged).
+"""
+
+
+class Acknowledger(Protocol):
+    """W14's acknowledger: ``otpy.pipeline``'s ``ack(ack_ref, successful, failed)``."""
+
+    def ack(self, ack_ref: Any, successful: list[Any], failed: list[Any]) -> None:
+        """Acknowledge the messages (or items) ``successful`` and ``failed``."""
+        ...
+
+
+MessageFlow = Callable[[int, Callable[[int], None], Acknowledger], AbstractContextManager[None]]
+"""W14: ``message_flow(n, handle, acknowledger)`` takes the ints ``0 .. n-1`` from the process.
+
+It calls ``handle(i)`` once for each and then acknowledges it with
+``acknowledger.ack(ack_ref, successful, failed)``, one call per message or
+per group of them (what ``successful`` holds is the contender's: otpy's
+``pl.Message`` objects, plain ints by hand). Entering the context starts it
+(by hand: runs the whole loop); leaving stops it (and waits).
+"""
+
 Serving = Literal["inline", "mailbox", "timer", "sleep"]
 """How a W15/W16 server handles a call, for contenders that have more than one way.
 
@@ -181,7 +281,7 @@ before each reply when ``delay`` is not 0.
 
 
 class AsyncServers(Protocol):
-    """W15-W16: servers on the running event loop's side that coroutines ``await`` calls to.
+    """W15-W16 (and W1-W5 for ``asyncio``): servers that coroutines ``await`` calls to.
 
     Every method is called from a coroutine on the running loop; servers are
     opaque handles.
@@ -201,6 +301,10 @@ class AsyncServers(Protocol):
 
     async def call_within(self, server: Any, request: Any, timeout: float) -> Any:
         """Send ``request`` and await the reply; ``TimeoutError`` after ``timeout`` seconds."""
+        ...
+
+    def cast(self, server: Any, message: Any) -> None:
+        """Send ``message`` (``logic.on_cast``) without waiting; never suspends the caller."""
         ...
 
     async def stop(self, server: Any) -> None:
@@ -252,14 +356,17 @@ class Contender(Protocol):
     """True when ``start``/``call``/``cast``/``stop`` serve plain threads (W1-W5).
 
     False for ``asyncio``, whose servers live on an event loop and take calls
-    from its coroutines only (``aio``).
+    from its coroutines only: W1-W5 then run as coroutines on ``aio``.
     """
 
     pool_map: PoolMap | None
     """W7's contender, or ``None`` when the library has no equivalent."""
 
     supervise: Supervise | None
-    """W6's supervisor, or ``None`` when the contender has none."""
+    """W6's supervisor driven from a plain thread, or ``None``."""
+
+    async_supervise: AsyncSupervise | None
+    """W6's supervisor on an event loop (``asyncio``), or ``None`` (a contender has one of two)."""
 
     pipeline: Pipeline | None
     """W8's three stages, or ``None`` when the library has no stages."""
@@ -273,16 +380,25 @@ class Contender(Protocol):
     bucket: Bucket | None
     """W11's token bucket, or ``None`` when the contender has none."""
 
+    stream_consumer: StreamConsumer | None
+    """W12's Redis stream consumer, or ``None`` when the contender has none."""
+
+    queue_consumer: QueueConsumer | None
+    """W13's RabbitMQ queue consumer, or ``None`` when the contender has none."""
+
+    message_flow: MessageFlow | None
+    """W14's handling of messages from a source in the process, or ``None``."""
+
     aio: AsyncServers | None
     """W15-W16's servers for coroutines, or ``None`` when the contender has no event loop side."""
 
     missing: Mapping[str, str]
     """The cell's note, by workload id, for workloads whose part of the library does not import.
 
-    otpy's ``stage``, ``flow``, ``pool``, ``ratelimit`` and ``aio`` are newer
-    than its core: should one fail to import (on an older ``--base``, say),
-    only its workloads show n/a (``"n/a (otpy.flow missing)"``), not the
-    whole column.
+    otpy's ``stage``, ``flow``, ``pool``, ``ratelimit``, ``pipeline`` and
+    ``aio`` are newer than its core: should one fail to import (on an older
+    ``--base``, say), only its workloads show n/a (``"n/a (otpy.flow
+    missing)"``), not the whole column.
     """
 
     def session(self) -> AbstractContextManager[object]:

@@ -1,7 +1,7 @@
 """The otpy contender: a ``GenServer`` per server, ``Task.async_stream`` for W7,
 ``otpy.Supervisor`` for W6, ``otpy.stage`` for W8, ``otpy.flow.Flow`` for W9,
-``otpy.pool.Pool`` for W10, ``otpy.ratelimit.TokenBucket`` for W11 and
-``otpy.aio.call`` for W15-W16.
+``otpy.pool.Pool`` for W10, ``otpy.ratelimit.TokenBucket`` for W11,
+``otpy.pipeline.Pipeline`` for W12-W14 and ``otpy.aio.call`` for W15-W16.
 
 Only the public API (API.md) is used. ``call``, ``cast`` are otpy's own
 functions, not wrappers, so the hot loops time otpy and nothing of ours.
@@ -15,11 +15,12 @@ to the benchmark's process; ``"kill"`` is ``otpy.exit(pid, "kill")``,
 (CRITICAL only) meanwhile: the supervisor reports every restart as an error,
 also after a kill, and a crashing GenServer logs its traceback.
 
-W8-W11, W15 and W16 live in ``bench._otpy_stage``, ``_otpy_flow``, ``_otpy_pool``,
-``_otpy_ratelimit`` and ``_otpy_aio``: should ``otpy.stage``, ``otpy.flow``,
-``otpy.pool``, ``otpy.ratelimit`` or ``otpy.aio`` not import (they are newer
-than the core; an older ``--base`` may lack them), only those workloads show
-n/a for otpy, with a warning on stderr.
+W8-W16 live in ``bench._otpy_stage``, ``_otpy_flow``, ``_otpy_pool``,
+``_otpy_ratelimit``, ``_otpy_pipeline`` and ``_otpy_aio``: should
+``otpy.stage``, ``otpy.flow``, ``otpy.pool``, ``otpy.ratelimit``,
+``otpy.pipeline`` or ``otpy.aio`` not import (they are newer than the core;
+an older ``--base`` may lack them), only those workloads show n/a for otpy,
+with a warning on stderr.
 """
 
 from __future__ import annotations
@@ -36,10 +37,14 @@ import otpy
 
 from ._contender import (
     AsyncServers,
+    AsyncSupervise,
     Bucket,
     Crash,
     Logic,
+    MessageFlow,
     Pipeline,
+    QueueConsumer,
+    StreamConsumer,
     Supervise,
     Supervised,
     WordCount,
@@ -164,10 +169,14 @@ class OtpyContender:
             self._pool_map
         )
         self.supervise: Supervise | None = _supervise
+        self.async_supervise: AsyncSupervise | None = None
         self.pipeline: Pipeline | None = None
         self.word_count: WordCount | None = None
         self.worker_pool: WorkerPool | None = None
         self.bucket: Bucket | None = None
+        self.stream_consumer: StreamConsumer | None = None
+        self.queue_consumer: QueueConsumer | None = None
+        self.message_flow: MessageFlow | None = None
         self.aio: AsyncServers | None = None
         missing: dict[str, str] = {}
 
@@ -185,6 +194,10 @@ class OtpyContender:
             self.worker_pool = pool.worker_pool
         if ratelimit := part("_otpy_ratelimit", "otpy.ratelimit", "W11"):
             self.bucket = ratelimit.bucket
+        if pipeline := part("_otpy_pipeline", "otpy.pipeline", "W12", "W13", "W14"):
+            self.stream_consumer = pipeline.stream_consumer
+            self.queue_consumer = pipeline.queue_consumer
+            self.message_flow = pipeline.message_flow
         if aio := part("_otpy_aio", "otpy.aio", "W15", "W16"):
             self.aio = aio.servers
         self.missing: Mapping[str, str] = missing

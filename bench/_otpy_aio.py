@@ -1,5 +1,7 @@
 """W15 and W16 on otpy: GenServers called from coroutines with ``await otpy.aio.call``.
 
+(otpy's W1-W5 run from plain threads; ``cast`` is here for the protocol.)
+
 The call is ``otpy.aio.call`` itself: ``otpy.aio.call(pid, request)`` (its
 default timeout, 5 s) for W15, ``otpy.aio.call(pid, request, timeout)`` for
 W16. The servers, by ``Serving``:
@@ -99,6 +101,9 @@ class OtpyAsyncServers:
     """``otpy.aio.call`` itself, with its default timeout (5 s)."""
 
     call_within = staticmethod(otpy.aio.call)
+
+    cast = staticmethod(otpy.GenServer.cast)
+    """``GenServer.cast`` itself: it never blocks, so coroutines call it as it is."""
 
     def start(self, logic: Logic, serving: Serving, delay: float) -> otpy.Pid:
         """Start an unlinked GenServer of the kind ``serving`` names; returns after ``init``."""

@@ -1,8 +1,8 @@
 """The Pykka contender: one ``pykka.ThreadingActor`` per server, driven by ask/tell.
 
 Pykka spends one OS thread per actor, so W4 stops below its largest size, and
-it has no pool map, no stages, no flow, no pool of workers, no rate limiter
-and no event loop side, so W7-W11, W15 and W16 show n/a.
+it has no pool map, no stages, no flow, no pool of workers, no rate limiter,
+no pipelines and no event loop side, so W7-W16 show n/a.
 
 Pykka has no supervisors either; W6 emulates one the way a Pykka user would:
 a supervisor actor starts the worker actor and starts a new one whenever the
@@ -175,10 +175,14 @@ class PykkaContender:
     serves_threads = True
     pool_map = None
     supervise = staticmethod(_supervise)
+    async_supervise = None
     pipeline = None
     word_count = None
     worker_pool = None
     bucket = None
+    stream_consumer = None
+    queue_consumer = None
+    message_flow = None
     aio = None
     missing: Mapping[str, str] = {}
 

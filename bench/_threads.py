@@ -13,11 +13,22 @@ puts it, the consumer gets it; with a larger ``batch`` every item is a list of
 up to ``batch`` events (``Queue(maxsize=IN_FLIGHT // batch)``). W9 has no
 threads: it is the sequential ``collections.Counter`` that Flow is compared with.
 
-W10 and W11 are what a Python programmer writes by hand instead of a pool
-or a rate limiter process: W10's pool is a ``queue.Queue`` holding ``size``
-plain objects (``obj = q.get()``, ``fn(obj)``, ``q.put(obj)`` in a
+W10-W14 are what a Python programmer writes by hand instead of a pool, a
+rate limiter process or a pipeline: W10's pool is a ``queue.Queue`` holding
+``size`` plain objects (``obj = q.get()``, ``fn(obj)``, ``q.put(obj)`` in a
 ``finally``); W11's bucket is an object whose ``try_acquire`` refills and
-takes tokens under a ``threading.Lock``. It has no event loop side: W15 and
+takes tokens under a ``threading.Lock``. W12's Redis consumer is one reader
+thread (``XREADGROUP COUNT 100 BLOCK 100``) handing each batch read to a
+``ThreadPoolExecutor(8)`` whose task handles the batch's entries and
+``XACK``s them in one command, with at most 2 x 8 batches read and not acked
+yet (a ``BoundedSemaphore``: a consumer with back-pressure); W13's RabbitMQ
+consumer is dramatiq's design: one thread owns the pika connection, consumes
+with ``basic_qos(prefetch_count)`` and hands each delivery to a
+``ThreadPoolExecutor(8)``, whose task handles it and sends the ack back to
+the connection's thread with ``connection.add_callback_threadsafe`` (at the
+stop, that thread runs every ack queued before it closes the connection). W14 is
+one thread calling the handler and the acknowledger in a loop. redis-py and
+pika are imported when W12 and W13 run. It has no event loop side: W15 and
 W16 show n/a.
 
 W6's supervisor is a thread of its own: each worker thread puts itself on
@@ -31,6 +42,8 @@ exception ends the thread (caught at its top, so nothing is printed).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import threading
 import time
 from collections import Counter
@@ -43,12 +56,18 @@ from typing import Any
 from ._contender import (
     DEFAULT_TIMEOUT,
     IN_FLIGHT,
+    Acknowledger,
     Bucket,
     Crash,
     Go,
     Logic,
+    MessageFlow,
     Pipeline,
+    QueueConsumer,
+    QueueSource,
     Sink,
+    StreamConsumer,
+    StreamSource,
     Supervise,
     Supervised,
     Transaction,
@@ -276,6 +295,152 @@ def _bucket(rate: float, capacity: float) -> Iterator[TryAcquire]:
     yield LockedBucket(rate, capacity).try_acquire
 
 
+_CONSUMER = "bench-by-hand"
+"""W12: the hand-written consumer's name in the group."""
+
+_BLOCK_MS = 100
+"""W12: ``XREADGROUP ... BLOCK`` in ms when the stream has nothing new (as the pipeline's 0.1 s)."""
+
+_POLL = 0.1
+"""W13: seconds one ``process_data_events`` may wait; a delivery or an ack wakes it sooner."""
+
+_STARTED = 30.0
+"""W13: seconds the connection's thread may take to connect and start consuming."""
+
+
+def _first_error(errors: list[BaseException]) -> None:
+    if errors:
+        raise errors[0]
+
+
+@contextmanager
+def _stream_consumer(
+    source: StreamSource, handle: Callable[[dict[str, str]], None]
+) -> Iterator[None]:
+    """W12 by hand: a reader thread, a ``ThreadPoolExecutor`` that handles and XACKs each batch."""
+    import redis
+
+    client = redis.Redis.from_url(source.url, decode_responses=True)  # thread-safe (a pool)
+    stop = threading.Event()
+    in_flight = threading.BoundedSemaphore(2 * source.workers)  # batches read, not acked yet
+    errors: list[BaseException] = []  # list.append is atomic; read after the threads ended
+    pool = ThreadPoolExecutor(source.workers, thread_name_prefix="bench-redis-worker")
+
+    def work(entries: list[tuple[str, dict[str, str]]]) -> None:
+        try:
+            for _, fields in entries:
+                handle(fields)
+            client.xack(source.stream, source.group, *(entry_id for entry_id, _ in entries))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            in_flight.release()
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                in_flight.acquire()
+                reply: Any = client.xreadgroup(
+                    source.group,
+                    _CONSUMER,
+                    {source.stream: ">"},
+                    count=source.batch,
+                    block=_BLOCK_MS,
+                )
+                if not reply:
+                    in_flight.release()
+                    continue
+                ((_, entries),) = reply
+                pool.submit(work, entries)
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=read, name="bench-redis-reader", daemon=True)
+    reader.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        reader.join()
+        pool.shutdown(wait=True)
+        client.close()
+    _first_error(errors)
+
+
+@contextmanager
+def _queue_consumer(source: QueueSource, handle: Callable[[bytes], None]) -> Iterator[None]:
+    """W13 by hand, dramatiq's design: a connection thread, a pool, acks marshalled back."""
+    import pika  # type: ignore[import-untyped,unused-ignore]
+
+    started = threading.Event()
+    stop = threading.Event()
+    errors: list[BaseException] = []  # list.append is atomic; read after the threads ended
+    connections: list[Any] = []  # the connection, once open, for the wake-up at the stop
+
+    def consume() -> None:
+        try:
+            connection = pika.BlockingConnection(pika.URLParameters(source.url))
+            channel = connection.channel()
+            channel.basic_qos(prefetch_count=source.prefetch)
+            pool = ThreadPoolExecutor(source.workers, thread_name_prefix="bench-pika-worker")
+
+            def work(tag: int, body: bytes) -> None:
+                try:
+                    handle(body)
+                except BaseException as exc:
+                    errors.append(exc)
+                    return
+                connection.add_callback_threadsafe(functools.partial(channel.basic_ack, tag))
+
+            def on_message(ch: Any, method: Any, properties: Any, body: bytes) -> None:
+                pool.submit(work, method.delivery_tag, body)
+
+            consumer_tag = channel.basic_consume(source.queue, on_message)
+            connections.append(connection)
+            started.set()
+            while not stop.is_set():
+                connection.process_data_events(time_limit=_POLL)
+            channel.basic_cancel(consumer_tag)
+            pool.shutdown(wait=True)
+            # Every ack is queued now; the callbacks run in order, so once this one has run,
+            # so have they (a single process_data_events(0) may leave some queued).
+            flushed: list[bool] = []
+            connection.add_callback_threadsafe(lambda: flushed.append(True))
+            while not flushed:
+                connection.process_data_events(time_limit=_POLL)
+            connection.close()
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            started.set()
+
+    thread = threading.Thread(target=consume, name="bench-pika-connection", daemon=True)
+    thread.start()
+    if not started.wait(_STARTED):
+        errors.append(TimeoutError(f"pika did not start consuming within {_STARTED}s"))
+    try:
+        yield
+    finally:
+        stop.set()
+        for connection in connections:
+            with contextlib.suppress(Exception):  # the thread closed it already (it failed)
+                connection.add_callback_threadsafe(lambda: None)  # wake it up now
+        thread.join()
+    _first_error(errors)
+
+
+@contextmanager
+def _message_flow(
+    n: int, handle: Callable[[int], None], acknowledger: Acknowledger
+) -> Iterator[None]:
+    """W14 by hand: this thread calls the handler and then the acknowledger, message by message."""
+    ack = acknowledger.ack
+    for i in range(n):
+        handle(i)
+        ack(None, [i], [])
+    yield
+
+
 class _ReplyQueues(threading.local):
     """The reply queue of each calling thread."""
 
@@ -291,6 +456,7 @@ class ThreadsContender:
     source: str | None = None
     one_thread_each = True
     serves_threads = True
+    async_supervise = None
     aio = None
 
     def __init__(self) -> None:
@@ -303,6 +469,9 @@ class ThreadsContender:
         self.word_count: WordCount | None = _word_count
         self.worker_pool: WorkerPool | None = _worker_pool
         self.bucket: Bucket | None = _bucket
+        self.stream_consumer: StreamConsumer | None = _stream_consumer
+        self.queue_consumer: QueueConsumer | None = _queue_consumer
+        self.message_flow: MessageFlow | None = _message_flow
         self.missing: Mapping[str, str] = {}
 
     def session(self) -> AbstractContextManager[object]:

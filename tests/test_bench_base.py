@@ -187,11 +187,11 @@ def test_base_loads_beside_the_current_otpy(runtime: otpy.Runtime, base: Path, f
     assert Path(type(session).__enter__.__code__.co_filename).is_relative_to(base.resolve())
     assert contender.missing == {}
 
-    # A function-level relative import in the base resolves within the base:
-    # what ``from ._bridge import FlowBridge`` inside otpy/flow/_materialize.py does.
-    materialize = importlib.import_module(f"{PACKAGE}.flow._materialize")
-    lazily = importlib.__import__("_bridge", vars(materialize), None, ("FlowBridge",), 1)
-    assert lazily.__name__ == f"{PACKAGE}.flow._bridge"
+    # A function-level relative import in the base resolves within the base: what
+    # ``from ._router import partition_key`` inside otpy/pipeline/_stages.py does.
+    stages = importlib.import_module(f"{PACKAGE}.pipeline._stages")
+    lazily = importlib.__import__("_router", vars(stages), None, ("partition_key",), 1)
+    assert lazily.__name__ == f"{PACKAGE}.pipeline._router"
     assert Path(lazily.__file__).is_relative_to(base.resolve())
 
     # It runs a workload on its own Runtime, beside the test's (whose fixture

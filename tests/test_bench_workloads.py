@@ -84,13 +84,14 @@ def test_the_new_workloads_are_selectable_and_have_rows_and_targets(runtime: otp
     assert QUICK.gather_ideal == pytest.approx(0.1)
 
 
-def test_the_asyncio_column_takes_part_in_w15_and_w16_only(runtime: otpy.Runtime):
+def test_the_asyncio_column_takes_part_in_w1_to_w7_w15_and_w16(runtime: otpy.Runtime):
     assert "asyncio" in NAMES
     asyncio_ = load("asyncio")
     cases = build_cases(QUICK)
     notes = {case.key: case.skip(asyncio_) for case in cases}
-    assert all(notes[key] is None for key in notes if key.split()[0] in ("W15", "W16"))
-    assert all(notes[key] for key in notes if key.split()[0] not in ("W15", "W16"))
+    takes_part = ("W1", "W2", "W3", "W4", "W5", "W6", "W7", "W15", "W16")
+    assert all(notes[key] is None for key in notes if key.split()[0] in takes_part)
+    assert all(notes[key] for key in notes if key.split()[0] not in takes_part)
     threads = load("threads")
     skipped = {case.key for case in cases if case.skip(threads)}
     assert skipped >= {"W11 rate", "W15 inline", "W16 timer time"}
