@@ -637,19 +637,30 @@ class Process:
         """Run the process's ``fn(*args)`` in its contextvars context.
 
         A process started from an empty context keeps none (``ctx`` is None)
-        until its code sets a variable: each run gets a fresh empty context,
-        which no one can tell from the one it would keep, and the first run
+        until its code sets a variable: each run gets an empty context (the
+        thread's spare one, reused while it stays empty), which no one can tell
+        from the one it would keep, and the first run
         that sets a variable leaves its context to the process for good. So
         100,000 servers started from a plain script cost no context each.
         """
         ctx = self.ctx
         if ctx is None:
-            ctx = contextvars.Context()
+            # The thread's spare empty context, if it has one (taken out, so that a
+            # nested inline run on this thread makes its own), else a new one.
+            ts = self._ts
+            spare = None if ts is None else ts.spare_ctx
+            if spare is not None:
+                ts.spare_ctx = None  # type: ignore[union-attr]
+                ctx = spare
+            else:
+                ctx = contextvars.Context()
             try:
                 ctx.run(fn, *args)
             finally:
                 if len(ctx):
-                    self.ctx = ctx
+                    self.ctx = ctx  # a variable was set: the process keeps its context
+                elif ts is not None:
+                    ts.spare_ctx = ctx  # still empty: the next run on this thread reuses it
         else:
             ctx.run(fn, *args)
 

@@ -65,7 +65,17 @@ class ThreadState:
     ``waiting`` (to decide on an interrupt), and re-check under the process lock.
     """
 
-    __slots__ = ("depth", "fanout", "pool", "proc", "task_procs", "thread_procs", "tid", "waiting")
+    __slots__ = (
+        "depth",
+        "fanout",
+        "pool",
+        "proc",
+        "spare_ctx",
+        "task_procs",
+        "thread_procs",
+        "tid",
+        "waiting",
+    )
 
     def __init__(self) -> None:
         self.proc: object = None
@@ -75,6 +85,7 @@ class ThreadState:
         self.tid = threading.get_ident()
         self.thread_procs: dict[object, object] = {}
         self.fanout: deque[Any] | None = None  # the deaths to signal; see _process._fan_out
+        self.spare_ctx: Any = None  # an empty contextvars.Context to reuse; see Process._in_context
         # The processes of the asyncio tasks running on this thread, by (runtime, task).
         self.task_procs: dict[tuple[object, object], object] | None = None
 

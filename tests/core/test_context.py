@@ -227,3 +227,33 @@ class TestStreamsAndTaskSupervisors:
         assert otpy.TaskSupervisor.async_(ts, otpy.callers).await_(WAIT) == [me]
         otpy.TaskSupervisor.start_child(ts, lambda: otpy.send(me, ("saw", otpy.callers())))
         assert saw() == [me]
+
+
+class Plain(otpy.GenServer):
+    """A server whose init sets nothing: it runs in a thread's spare empty context."""
+
+    def handle_call(self, request, caller):
+        match request:
+            case "get":
+                return request_id.get()
+            case ("set", value):
+                request_id.set(value)
+                return "ok"
+            case ("set_and_reset", value):
+                token = request_id.set(value)
+                request_id.reset(token)
+                return request_id.get()
+
+
+class TestSpareContexts:
+    def test_a_variable_one_server_sets_never_reaches_another_on_the_same_thread(self, runtime):
+        a, b = Plain.start(), Plain.start()
+        for timeout in (5.0, 0.5):  # inline on this thread, and through the pool
+            assert Plain.call(b, "get", timeout=timeout) == "unset"
+        assert Plain.call(a, ("set_and_reset", "gone"), timeout=5.0) == "unset"
+        assert Plain.call(b, "get", timeout=5.0) == "unset"
+        assert Plain.call(a, ("set", "a's"), timeout=5.0) == "ok"
+        for timeout in (5.0, 0.5):
+            assert Plain.call(b, "get", timeout=timeout) == "unset"
+            assert Plain.call(a, "get", timeout=timeout) == "a's"
+        assert request_id.get() == "unset"
