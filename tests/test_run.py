@@ -40,7 +40,7 @@ class Worker(otpy.GenServer):
         return self.label
 
     def terminate(self, reason):
-        time.sleep(self.stop_for)  # a slow drain
+        time.sleep(self.stop_for)  # noqa: SLEEP001 a slow drain is the behaviour under test
         say("terminated", self.label, reason)
 
 class Announce(otpy.GenServer):

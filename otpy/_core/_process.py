@@ -1380,34 +1380,10 @@ def call(
         NoProcError: ``target`` is dead.
         ExitError: ``target`` is the caller itself.
     """
-    if target is proc:
-        raise ExitError(
-            "calling_self",
-            f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
-        )
-    msg = Call(request, proc.pid)
-    proc._calling = target
+    msg = _open_call(proc, target, request, what)
     try:
-        if target._calling is not None:
-            _check_deadlock(proc, target, what)
-        if (
-            target.reactive
-            and ts.depth < MAX_INLINE_DEPTH
-            and (
-                target.inline_cost < BLOCKED_COST  # not opted out, not blocking lately
-                if timeout is None
-                else timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout
-            )
-            and target.try_claim()
-        ):
-            start = time.monotonic()
-            target.run_inline(msg, ts)
-            if timeout is not None and time.monotonic() - start > timeout:
-                # The handler overran on our thread: the caller's timeout had passed first.
-                if not proc.alive:
-                    raise_dead(proc, ts)
-                msg.settle_timeout()
-                raise Timeout(_describe_wait(what), timeout)
+        if _inline_ok(target, ts, timeout):
+            _run_call_inline(proc, ts, target, msg, timeout, what)
             if not msg.done and not target.watch(msg):
                 msg.fail(target.reason)
             if msg.done:
@@ -1439,6 +1415,64 @@ def call(
         proc._calling = None
 
 
+def _open_call(proc: Process, target: Process, request: Any, what: str | Callable[[], str]) -> Call:
+    """The request of a call from ``proc`` to ``target``, recorded for deadlock detection.
+
+    Raises:
+        ExitError: ``target`` is ``proc`` (``"calling_self"``).
+        DeadlockError: the call would close a cycle of blocked calls.
+    """
+    if target is proc:
+        raise ExitError(
+            "calling_self",
+            f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
+        )
+    proc._calling = target
+    if target._calling is not None:
+        try:
+            _check_deadlock(proc, target, what)
+        except BaseException:
+            proc._calling = None
+            raise
+    return Call(request, proc.pid)
+
+
+def _inline_ok(target: Process, ts: ThreadState, timeout: float | None) -> bool:
+    """Whether the caller may run ``target``'s handler itself; if so, it now holds the run flag."""
+    return (
+        target.reactive
+        and ts.depth < MAX_INLINE_DEPTH
+        and (
+            target.inline_cost < BLOCKED_COST  # not opted out, not blocking lately
+            if timeout is None
+            else timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout
+        )
+        and target.try_claim()
+    )
+
+
+def _run_call_inline(
+    proc: Process,
+    ts: ThreadState,
+    target: Process,
+    msg: Call,
+    timeout: float | None,
+    what: str | Callable[[], str],
+) -> None:
+    """Run ``target``'s handler for ``msg`` on the caller's thread (the run flag is held).
+
+    Raises:
+        Timeout: the handler overran on our thread: the caller's timeout had passed first.
+    """
+    start = time.monotonic()
+    target.run_inline(msg, ts)
+    if timeout is not None and time.monotonic() - start > timeout:
+        if not proc.alive:
+            raise_dead(proc, ts)
+        msg.settle_timeout()
+        raise Timeout(_describe_wait(what), timeout)
+
+
 def begin_call(
     proc: Process,
     ts: ThreadState,
@@ -1460,33 +1494,10 @@ def begin_call(
     Raises:
         NoProcError, ExitError, DeadlockError, MailboxFullError, Timeout: as :func:`call`.
     """
-    if target is proc:
-        raise ExitError(
-            "calling_self",
-            f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
-        )
-    msg = Call(request, proc.pid)
-    proc._calling = target
+    msg = _open_call(proc, target, request, what)
     try:
-        if target._calling is not None:
-            _check_deadlock(proc, target, what)
-        if (
-            target.reactive
-            and ts.depth < MAX_INLINE_DEPTH
-            and (
-                target.inline_cost < BLOCKED_COST  # not opted out, not blocking lately
-                if timeout is None
-                else timeout >= INLINE_MIN_TIMEOUT and target.inline_cost * 20 <= timeout
-            )
-            and target.try_claim()
-        ):
-            start = time.monotonic()
-            target.run_inline(msg, ts)
-            if timeout is not None and time.monotonic() - start > timeout:
-                if not proc.alive:
-                    raise_dead(proc, ts)
-                msg.settle_timeout()
-                raise Timeout(_describe_wait(what), timeout)
+        if _inline_ok(target, ts, timeout):
+            _run_call_inline(proc, ts, target, msg, timeout, what)
             if msg.done:
                 proc._calling = None
                 return msg
