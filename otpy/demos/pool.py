@@ -72,19 +72,19 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import otpy
 from otpy import telemetry
 from otpy.pool import Pool
+
+from ._logs import LogCollector, collected_logs
 
 SIZE = 3
 MAX_OVERFLOW = 2
@@ -398,53 +398,6 @@ def on_checkout(
 
 
 # -- the error log -----------------------------------------------------------------------------
-
-
-class LogCollector(logging.Handler):
-    """Keeps the runtime's error log, so a crash report prints as one line where it belongs."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        # The Handler's own lock (self.lock, held around emit) guards _records and _total.
-        self._records: list[str] = []
-        self._total = 0
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # Called with the Handler's lock held. The first line and the reason; no traceback.
-        self._records.append(record.getMessage().replace("\n** ", "; "))
-        self._total += 1
-
-    def total(self) -> int:
-        """How many records came in, drained or not."""
-        self.acquire()
-        try:
-            return self._total
-        finally:
-            self.release()
-
-    def drain(self) -> list[str]:
-        """The records since the last drain, oldest first."""
-        self.acquire()
-        try:
-            records, self._records = self._records, []
-        finally:
-            self.release()
-        return records
-
-
-@contextmanager
-def collected_logs() -> Iterator[LogCollector]:
-    """Route the ``otpy`` loggers into a LogCollector (instead of stderr) while the demo runs."""
-    logger = logging.getLogger("otpy")
-    collector = LogCollector()
-    saved = logger.propagate
-    logger.addHandler(collector)
-    logger.propagate = False
-    try:
-        yield collector
-    finally:
-        logger.removeHandler(collector)
-        logger.propagate = saved
 
 
 # -- the load ----------------------------------------------------------------------------------

@@ -69,17 +69,17 @@ restart budget for the finale.
 from __future__ import annotations
 
 import argparse
-import logging
 import random
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import otpy
+
+from ._logs import LogCollector, collected_logs
 
 REGISTRY = "sessions_registry"
 """The name of the Registry that the sessions register in."""
@@ -318,43 +318,6 @@ def show_tree(chaos: otpy.Pid | None = None) -> None:
 
 
 # -- the error log, one line per record ------------------------------------------------------------
-
-
-class LogCollector(logging.Handler):
-    """Keeps the runtime's log records so the demo prints them one line each, at its own pace."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self._records: list[str] = []  # guarded by the Handler's own lock (self.lock)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        # The first line of the message and the reason; the traceback (exc_info) is left out.
-        text = record.getMessage().replace("\n** ", "; ")
-        self._records.append(text)
-
-    def drain(self) -> list[str]:
-        """The records since the last drain, oldest first."""
-        self.acquire()
-        try:
-            records, self._records = self._records, []
-        finally:
-            self.release()
-        return records
-
-
-@contextmanager
-def collected_logs() -> Iterator[LogCollector]:
-    """Route the ``otpy`` loggers into a LogCollector (instead of stderr) while the demo runs."""
-    logger = logging.getLogger("otpy")
-    collector = LogCollector()
-    saved = logger.propagate
-    logger.addHandler(collector)
-    logger.propagate = False
-    try:
-        yield collector
-    finally:
-        logger.removeHandler(collector)
-        logger.propagate = saved
 
 
 def show_logs(logs: LogCollector) -> None:
