@@ -39,7 +39,7 @@ TIMEOUT: Final = "timeout"
 NOPROC: Final = "noproc"
 
 
-@attrs.frozen(repr=False, order=True)
+@attrs.frozen(repr=False, order=True, hash=False)
 class Pid:
     """A process identifier: hashable, comparable, printed as ``<runtime.id.0>``.
 
@@ -54,6 +54,11 @@ class Pid:
     _proc: Process | None = attrs.field(
         default=None, eq=False, order=False, hash=False, alias="proc"
     )
+
+    def __hash__(self) -> int:
+        # Pids key the dicts of every stage and supervisor: a hash of the two ints
+        # without the tuple (and class marker) attrs' generated __hash__ builds.
+        return self.id ^ (self.runtime_id << 40)
 
     def __repr__(self) -> str:
         return f"<{self.runtime_id}.{self.id}.0>"
@@ -70,14 +75,32 @@ Pid.__module__ = "otpy"
 _ref_ids = itertools.count(1)
 
 
-@attrs.frozen(repr=False)
+@attrs.frozen(repr=False, eq=False)
 class Ref:
-    """A unique reference, as returned by ``monitor`` and ``send_after``."""
+    """A unique reference, as returned by ``monitor`` and ``send_after``.
+
+    A reference equals only itself (as in Erlang, each ``Ref()`` is new), so
+    its hash and equality are the object's identity, at C speed: refs key the
+    subscription tables of every stage. A copy is the same reference.
+
+    Example::
+
+        ref = otpy.monitor(pid)
+        match otpy.receive():
+            case otpy.Down(ref=r) if r == ref:
+                ...
+    """
 
     id: int = attrs.field(factory=lambda: next(_ref_ids))
 
     def __repr__(self) -> str:
         return f"#Ref<0.{self.id}>"
+
+    def __copy__(self) -> Ref:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Ref:
+        return self
 
 
 Ref.__module__ = "otpy"

@@ -76,7 +76,9 @@ for a round trip to Redis; those entries wait in the producer until demand
 takes them. So what was read and not handed on never exceeds the unmet
 demand plus that much again (API.md: "a producer buffer of at most the same
 size again"); started on its own, outside a pipeline, the producer reads
-exactly what is demanded.
+exactly what is demanded. While entries it read ahead still wait for demand,
+it tops the read-ahead up only once half of it was taken, so a busy pipeline
+reads in rounds of tens of entries, not in the few each ask frees.
 
 Threads: the producer process never blocks on Redis. A reader thread owned by
 the producer does the blocking ``XREADGROUP ... BLOCK``, the claims and the
@@ -407,14 +409,35 @@ def _describe(reason: Any) -> str:
 # -- acknowledging --------------------------------------------------------------------------
 
 
-@attrs.frozen
 class _Delivery:
-    """A message's ``ack_data``: which entry it is and how to settle a failure."""
+    """A message's ``ack_data``: which entry it is and how to settle a failure.
 
-    id: str
-    fields: dict[str, str]  # the entry as read, for the dead-letter stream
-    deliveries: int
-    on_failure: OnFailure | None = None  # None: the producer's
+    A plain slotted class, not attrs: the reader makes one per entry. Never
+    changed once made (``with_on_failure`` makes a new one).
+    """
+
+    __slots__ = ("deliveries", "fields", "id", "on_failure")
+
+    def __init__(
+        self,
+        id: str,
+        fields: dict[str, str],  # the entry as read, for the dead-letter stream
+        deliveries: int,
+        on_failure: OnFailure | None = None,  # None: the producer's
+    ) -> None:
+        self.id = id
+        self.fields = fields
+        self.deliveries = deliveries
+        self.on_failure = on_failure
+
+    def __repr__(self) -> str:
+        return (
+            f"_Delivery(id={self.id!r}, fields={self.fields!r}, deliveries={self.deliveries!r}, "
+            f"on_failure={self.on_failure!r})"
+        )
+
+    def with_on_failure(self, on_failure: OnFailure) -> _Delivery:
+        return _Delivery(self.id, self.fields, self.deliveries, on_failure)
 
 
 class _Acknowledger:
@@ -559,7 +582,7 @@ class _Acknowledger:
             raise ValueError(
                 f"configure_ack(on_failure=...) takes 'retry', 'ack' or 'dead_letter'; got {mode!r}"
             )
-        return attrs.evolve(ack_data, on_failure=mode)
+        return ack_data.with_on_failure(mode)  # type: ignore[no-any-return]
 
     def dead_fields(self, delivery: _Delivery, why: str) -> dict[str, str]:
         fields = dict(delivery.fields)
@@ -683,6 +706,13 @@ class _Reader:
         # handed on never exceeds the unmet demand plus the allowance.
         self._cond = threading.Condition(threading.Lock())
         self._wanted = config.prefetch
+        # A round waits until _wanted reaches _low_water: half the read-ahead. Since
+        # _wanted = prefetch + unmet demand - entries held, stages that wait for entries
+        # (unmet demand above what is held) always pass it; otherwise only the
+        # read-ahead is being topped up, and reading it in halves instead of in the few
+        # entries each ask frees saves round trips (each costs as much as parsing tens
+        # of entries). Without read-ahead (prefetch 0) every demand is read at once.
+        self._low_water = max(1, config.prefetch // 2)
         self._draining = False
         self._stopped = False
         # Owned by the reader thread; no lock:
@@ -746,7 +776,7 @@ class _Reader:
                     if self._draining:
                         if not told_drained:
                             break
-                    elif self._wanted > 0:
+                    elif self._wanted >= self._low_water:
                         n = min(self._wanted, _MAX_READ)
                         break
                     self._cond.wait()
