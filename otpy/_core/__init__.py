@@ -91,6 +91,18 @@ microseconds. A handler that then overruns the timeout makes the caller get
 mailbox, where the timeout is exact. Deadlock detection
 (``_process._check_deadlock``) covers both paths: every caller records whom it
 calls before it calls.
+
+The hand-off slot
+-----------------
+
+A message that a worker's turn sends to an idle process makes that process
+runnable; while the turn belongs to a quick process (``SLOT_COST``), the
+first such process waits in the worker's slot (``ThreadState.next``) and
+runs on the same thread right after the turn, instead of waking another
+worker (``Scheduler.submit``, ``Scheduler._run_slot``). The slot goes to the
+run queue before the turn handles another message and before the worker
+blocks in an otpy wait (``blocking_wait``), so it never waits longer than
+one handler.
 """
 
 from ._api import (

@@ -351,7 +351,7 @@ def send(dest: object, message: Any) -> None:
             return
         raise NoProcError(dest, "send")
     if proc._bound is None:
-        proc.deliver(message)
+        proc.deliver(message, ts)
     else:
         proc.offer(message, "send", me, ts, None)
 

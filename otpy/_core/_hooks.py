@@ -238,7 +238,7 @@ def send_quiet(dest: object, message: Any) -> None:
             if me is not None and not me.alive:
                 raise_dead(me, ts)  # the code of a dead process sends nothing more
             if proc._bound is None:
-                proc.deliver(message)
+                proc.deliver(message, ts)
             else:
                 _cast_bounded(proc, message)
             return

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import DeadlockError, ExitError, MailboxFullError, NoProcError, Timeout
 from ..telemetry import _handlers_for
 from ..telemetry import execute as _emit
-from ._scheduler import ThreadState, thread_start_lock, thread_state
+from ._scheduler import SLOT_COST, ThreadState, thread_start_lock, thread_state
 from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref, is_normal_exit
 
 if TYPE_CHECKING:
@@ -433,14 +433,17 @@ class Process:
 
     # -- messages ----------------------------------------------------------
 
-    def deliver(self, msg: Any) -> None:
-        """Put ``msg`` in the mailbox and make the process runnable if it is idle."""
+    def deliver(self, msg: Any, ts: ThreadState | None = None) -> None:
+        """Put ``msg`` in the mailbox and make the process runnable if it is idle.
+
+        ``ts`` is the sending thread's state, if the caller has it at hand.
+        """
         if not self.alive:
             return
         self._q.put(msg)
         if self.reactive:
             if self._sched.acquire(False):
-                self.rt.scheduler.submit(self)
+                self.rt.scheduler.submit(self, ts)
         elif self.waker is not None:
             waker = self.waker
             if waker is not None:  # read once: the awaiting code clears it when it wakes
@@ -595,7 +598,13 @@ class Process:
 
     def _turn(self) -> None:
         # The caller holds _sched (taken by whoever queued us).
-        self._guarded(thread_state(), self._in_context, self._handle_some)
+        ts = thread_state()
+        # The worker's hand-off slot is open for quick processes (see _scheduler).
+        ts.slot = ts.pool is not None and self.inline_cost < SLOT_COST
+        try:
+            self._guarded(ts, self._in_context, self._handle_some)
+        finally:
+            ts.slot = False
         self._release_sched()
 
     def _guarded(
@@ -672,23 +681,30 @@ class Process:
             init()
         handler = self._handler
         assert handler is not None, "this is a bug in otpy: reactive process without handler"
-        get = self._q.get_nowait
+        q = self._q
+        get = q.get_nowait
+        empty = q.empty
         bound = self._bound
         n = BUDGET
+        ts = self._ts
         start = time.monotonic()
         while n:
             saved = self._saved
             if saved:
                 msg = saved.popleft()
             else:
-                try:
-                    msg = get()
-                except Empty:
+                # Only this turn takes from the mailbox, so a mailbox that is not empty
+                # has a message for get() (cheaper than get() raising Empty).
+                if empty():
                     break
+                msg = get()
                 if msg is _WAKE:
                     break  # only a dead process gets one
             if not self.alive:
                 break  # a message that slipped in as it died: dropped with it
+            if ts is not None and ts.next is not None:
+                # Another message follows: the process in the slot must not wait for it.
+                ts.pool.flush_slot(ts)  # type: ignore[union-attr]
             if bound is not None and _counted(msg):
                 bound.release()
             handler(msg)
@@ -1133,6 +1149,7 @@ def blocking_wait(ts: ThreadState, wait: Callable[..., Any], *args: Any) -> Any:
     pool = ts.pool
     ts.waiting = True
     if pool is not None:
+        pool.flush_slot(ts)  # the thread will not run the slot's process soon
         pool.blocking()
     try:
         return wait(*args)

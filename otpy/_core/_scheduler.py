@@ -18,6 +18,23 @@ ends. Nobody ever blocks on it, so there is no lock convoy when a thread that
 holds it loses the GIL. Whoever releases it re-checks the mailbox afterwards,
 so a message put while the flag was held is never stranded.
 
+The hand-off slot (Go's ``runnext``, Tokio's LIFO slot): a process that a
+worker's current turn makes runnable (a message to an idle process) usually
+has nothing to do until that turn ends, and waking another thread for it
+costs more than running it. So while a worker runs the turn of a quick process
+(its recent handlers took less than ``SLOT_COST`` each), the first process it
+makes runnable goes into the worker's own slot and runs on the same thread
+right after the turn: a ring passes its token, a supervisor hears of its
+child's crash, a consumer gets its events, with no thread hand-off. The slot
+never holds a process for longer than one handler: before the turn handles
+another message, and before the worker blocks in an otpy wait, the slot goes
+to the run queue like any other submission. A handler that makes a process
+runnable and then runs long without an otpy wait (computing, or blocking
+outside otpy) delays that process until it returns; only processes whose
+recent handlers were quick get the slot, so that is one handler at most.
+Runs through the slot are chained while the run queue is empty; with work
+queued, at most ``SLOT_CHAIN`` in a row before the slot's process queues too.
+
 Blocking compensation: a worker that enters an otpy wait (receive, call,
 await, sleep) calls :meth:`Scheduler.blocking`; while it is blocked it does not
 count against ``max_threads``, and if work is queued with no idle worker the
@@ -50,6 +67,12 @@ __all__ = [
 
 IDLE_SECONDS = 5.0
 
+SLOT_COST = 0.0002
+"""Seconds per handler below which a process's turn may use its worker's hand-off slot."""
+
+SLOT_CHAIN = 4
+"""Slot runs in a row on one worker while the run queue holds work."""
+
 _log = logging.getLogger("otpy.scheduler")
 
 
@@ -68,8 +91,10 @@ class ThreadState:
     __slots__ = (
         "depth",
         "fanout",
+        "next",
         "pool",
         "proc",
+        "slot",
         "spare_ctx",
         "task_procs",
         "thread_procs",
@@ -86,6 +111,12 @@ class ThreadState:
         self.thread_procs: dict[object, object] = {}
         self.fanout: deque[Any] | None = None  # the deaths to signal; see _process._fan_out
         self.spare_ctx: Any = None  # an empty contextvars.Context to reuse; see Process._in_context
+        # The hand-off slot (see Scheduler): while ``slot`` is True (a worker runs the
+        # turn of a quick process), the first process this thread makes runnable waits
+        # in ``next`` and runs on this thread right after the turn, instead of waking
+        # another worker.
+        self.slot = False
+        self.next: Runnable | None = None
         # The processes of the asyncio tasks running on this thread, by (runtime, task).
         self.task_procs: dict[tuple[object, object], object] | None = None
 
@@ -175,14 +206,32 @@ class Scheduler:
 
     # -- submitting work ---------------------------------------------------
 
-    def submit(self, item: Runnable) -> None:
-        """Queue ``item.run()`` for a worker thread."""
+    def submit(self, item: Runnable, ts: ThreadState | None = None) -> None:
+        """Queue ``item.run()`` for a worker thread (this one's slot, when it is open).
+
+        ``ts`` is the calling thread's state, if the caller has it at hand.
+        """
+        if ts is None:
+            ts = thread_state()
+        if ts.slot and ts.next is None and ts.pool is self:
+            ts.next = item
+            return
+        self._enqueue(item)
+
+    def _enqueue(self, item: Runnable) -> None:
         self._runq.put(item)
         with self._lock:
             self._pending += 1
             grow = self._should_grow()
         if grow:
             self._start_worker()
+
+    def flush_slot(self, ts: ThreadState) -> None:
+        """Queue the process waiting in ``ts``'s slot, if any: the thread will not run it soon."""
+        item = ts.next
+        if item is not None:
+            ts.next = None
+            self._enqueue(item)
 
     def _should_grow(self) -> bool:
         # Called with _lock held; reserves the new thread's place when it says yes.
@@ -261,14 +310,31 @@ class Scheduler:
                         self._total -= 1
                         self._workers.discard(threading.current_thread())
                     return
-                try:
-                    item.run()
-                except BaseException:
-                    _log.critical(
-                        "this is a bug in otpy: %r escaped its run()", item, exc_info=True
-                    )
+                self._run(item)
+                if ts.next is not None:
+                    self._run_slot(ts)
         finally:
             ts.pool = None
+
+    @staticmethod
+    def _run(item: Runnable) -> None:
+        try:
+            item.run()
+        except BaseException:
+            _log.critical("this is a bug in otpy: %r escaped its run()", item, exc_info=True)
+
+    def _run_slot(self, ts: ThreadState) -> None:
+        """Run what the turns of this worker put in its slot, one after the other."""
+        chain = 0
+        while (item := ts.next) is not None:
+            # _pending is read without the lock: a stale value only changes when a
+            # long chain gives way to queued work, never whether the item runs.
+            if chain >= SLOT_CHAIN and self._pending:
+                self.flush_slot(ts)
+                return
+            ts.next = None
+            self._run(item)
+            chain += 1
 
     # -- shutdown ----------------------------------------------------------
 

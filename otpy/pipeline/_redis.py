@@ -582,7 +582,7 @@ class _Acknowledger:
             raise ValueError(
                 f"configure_ack(on_failure=...) takes 'retry', 'ack' or 'dead_letter'; got {mode!r}"
             )
-        return ack_data.with_on_failure(mode)  # type: ignore[no-any-return]
+        return ack_data.with_on_failure(mode)
 
     def dead_fields(self, delivery: _Delivery, why: str) -> dict[str, str]:
         fields = dict(delivery.fields)
