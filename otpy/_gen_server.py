@@ -373,7 +373,7 @@ class GenServer:
                     self._otpy_continue(result.arg)
                     return
                 msg.reply(result)
-            elif kind is tuple and len(msg) == 2 and msg[0] is _CAST:
+            elif kind is tuple and msg and msg[0] is _CAST:  # (_CAST, request): see cast
                 result = self.handle_cast(msg[1])
                 if type(result) is Continue:
                     self._otpy_continue(result.arg)

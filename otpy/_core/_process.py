@@ -674,7 +674,12 @@ class Process:
             ctx.run(fn, *args)
 
     def _handle_some(self) -> None:
-        """One turn's work: the init if it has not run, then up to ``BUDGET`` messages."""
+        """One turn's work: the init if it has not run, then up to ``BUDGET`` messages.
+
+        A turn that used its budget goes on with another while the run queue
+        is empty: yielding is for the processes waiting their turn, and with
+        none waiting it would only cost a new turn.
+        """
         init = self._init
         if init is not None:
             self._init = None
@@ -683,21 +688,37 @@ class Process:
         assert handler is not None, "this is a bug in otpy: reactive process without handler"
         q = self._q
         get = q.get_nowait
-        empty = q.empty
         bound = self._bound
+        # Messages known to be in the mailbox: only this turn takes from it, so a get()
+        # for one of them cannot fail, unless a handler moved messages aside (a selective
+        # receive): then get() raises Empty and the mailbox is counted again.
+        ready = 0
         n = BUDGET
+        handled = 0
         ts = self._ts
+        pool = None if ts is None else ts.pool
         start = time.monotonic()
-        while n:
+        while True:
+            if not n:
+                # _pending is read without the scheduler's lock: a stale value only makes
+                # the turn end one budget early or late.
+                if pool is None or pool._pending:
+                    break
+                n = BUDGET
             saved = self._saved
             if saved:
                 msg = saved.popleft()
             else:
-                # Only this turn takes from the mailbox, so a mailbox that is not empty
-                # has a message for get() (cheaper than get() raising Empty).
-                if empty():
-                    break
-                msg = get()
+                if not ready:
+                    ready = q.qsize()  # counting is cheaper than a get() that raises Empty
+                    if not ready:
+                        break
+                try:
+                    msg = get()
+                except Empty:
+                    ready = 0
+                    continue
+                ready -= 1
                 if msg is _WAKE:
                     break  # only a dead process gets one
             if not self.alive:
@@ -709,11 +730,10 @@ class Process:
                 bound.release()
             handler(msg)
             n -= 1
-        if n < BUDGET:
-            self.handled += BUDGET - n
-            self.inline_cost = max(
-                (time.monotonic() - start) / (BUDGET - n), self.inline_cost * 0.5
-            )
+            handled += 1
+        if handled:
+            self.handled += handled
+            self.inline_cost = max((time.monotonic() - start) / handled, self.inline_cost * 0.5)
 
     def _release_sched(self) -> None:
         # Invariant: only whoever holds the run flag runs the process and releases it.
@@ -767,7 +787,8 @@ class Process:
             self._in_context(fn, *args)
         finally:
             ts.depth -= 1
-            self.inline_cost = max(time.monotonic() - start, self.inline_cost * 0.5)
+            ts.elapsed = elapsed = time.monotonic() - start
+            self.inline_cost = max(elapsed, self.inline_cost * 0.5)
 
     def _run_body(self) -> None:
         body = self._body
@@ -1481,9 +1502,8 @@ def _run_call_inline(
     Raises:
         Timeout: the handler overran on our thread: the caller's timeout had passed first.
     """
-    start = time.monotonic()
     target.run_inline(msg, ts)
-    if timeout is not None and time.monotonic() - start > timeout:
+    if timeout is not None and ts.elapsed > timeout:  # ts.elapsed: what run_inline took
         if not proc.alive:
             raise_dead(proc, ts)
         msg.settle_timeout()

@@ -90,6 +90,7 @@ class ThreadState:
 
     __slots__ = (
         "depth",
+        "elapsed",
         "fanout",
         "next",
         "pool",
@@ -117,6 +118,7 @@ class ThreadState:
         # another worker.
         self.slot = False
         self.next: Runnable | None = None
+        self.elapsed = 0.0  # seconds the last inline run on this thread took (Process._inline)
         # The processes of the asyncio tasks running on this thread, by (runtime, task).
         self.task_procs: dict[tuple[object, object], object] | None = None
 

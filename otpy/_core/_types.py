@@ -165,6 +165,8 @@ def check_timeout(timeout: object, name: str = "timeout") -> float | None:
     """
     if timeout is None:
         return None
+    if type(timeout) is float and 0.0 <= timeout < math.inf:
+        return timeout  # the common case, without the checks below (NaN fails the test)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(
             f"{name} must be None or a number of seconds >= 0; got {timeout!r} "
