@@ -286,6 +286,18 @@ def ack_messages(successful: Sequence[Message], failed: Sequence[Message]) -> in
     acked. Returns the number of groups.
     """
     groups: dict[tuple[int, Any], tuple[Any, Any, list[Message], list[Message]]] = {}
+    first = successful[0] if successful else failed[0] if failed else None
+    if first is not None:
+        # The common case, one producer: every message has the first one's acknowledger
+        # and ack_ref (the same objects), so they form one group without any hashing.
+        acknowledger, ack_ref, _ = first.acknowledger
+        if all(
+            m.acknowledger[0] is acknowledger and m.acknowledger[1] is ack_ref
+            for part in (successful, failed)
+            for m in part
+        ):
+            groups[(0, 0)] = (acknowledger, ack_ref, list(successful), list(failed))
+            successful = failed = ()
     for messages, failed_side in ((successful, False), (failed, True)):
         for message in messages:
             acknowledger, ack_ref, _ = message.acknowledger

@@ -67,9 +67,11 @@ class Router:
         # Called (once) when pending() reaches 0 after it was set.
         self.watch: Callable[[], None] | None = None
         self._partitioned = partitions is not None
-        # By demand: pending demand per subscription, and one queue. Invariant: the
-        # queue is empty, or no subscription has demand.
-        self._demands: dict[Subscription, int] = {}
+        # By demand: pending demand per subscription (keyed by its ref, which hashes
+        # at C speed; _subs maps it back), and one queue. Invariant: the queue is
+        # empty, or no subscription has demand.
+        self._demands: dict[Any, int] = {}
+        self._subs: dict[Any, Subscription] = {}
         self._queue: deque[Any] = deque()
         # By partition: the same per partition.
         self._key = key
@@ -108,7 +110,8 @@ class Router:
 
     def subscribe(self, opts: dict[str, Any], sub: Subscription) -> None:
         if not self._partitioned:
-            self._demands[sub] = 0
+            self._demands[sub[1]] = 0
+            self._subs[sub[1]] = sub
             return
         if "partition" not in opts:
             raise ValueError(
@@ -132,7 +135,8 @@ class Router:
                 del self._owner[name]
                 self._want[name] = 0
         else:
-            self._demands.pop(sub, None)
+            self._demands.pop(sub[1], None)
+            self._subs.pop(sub[1], None)
         self._check_watch()
         return 0
 
@@ -145,10 +149,10 @@ class Router:
             queue = self._queues[name]
             want = self._want[name] + demand
         else:
-            if sub not in self._demands:
+            if sub[1] not in self._demands:
                 return 0
             queue = self._queue
-            want = self._demands[sub] + demand
+            want = self._demands[sub[1]] + demand
         sent = 0
         if queue:
             sent = min(want, len(queue))
@@ -164,7 +168,7 @@ class Router:
             # is still unmet (a consumer asks only for what it has room for).
             self._want[name] = want
             return demand
-        self._demands[sub] = want
+        self._demands[sub[1]] = want
         return max(0, demand - sent)
 
     def dispatch(self, events: list[Any], out: Outbox) -> list[Any]:
@@ -204,14 +208,14 @@ class Router:
         if not queue:
             demands = self._demands
             while events and demands:
-                sub = max(demands, key=demands.__getitem__)
-                want = demands[sub]
+                ref = max(demands, key=demands.__getitem__)
+                want = demands[ref]
                 if want <= 0:
                     break
                 batch, events = events[:want], events[want:]
-                demands[sub] = want - len(batch)
+                demands[ref] = want - len(batch)
                 assert out is not None
-                out.send(sub, batch)
+                out.send(self._subs[ref], batch)
         queue.extend(events)
 
 

@@ -299,12 +299,26 @@ class _ProcessorLogic(_Member):
         handlers = telemetry._handlers_for
         start, stop, exception = MESSAGE_EVENTS
         traced = bool(handlers(start) or handlers(stop) or handlers(exception))
-        for message in messages:
-            done = self._traced(message) if traced else self._handle(message)
-            if done.status == "ok":
-                successful.append(done)
-            else:
-                failed.append(done)
+        if traced or self._policy is not None:
+            handle = self._traced if traced else self._handle
+            for message in messages:
+                done = handle(message)
+                (successful if done.status == "ok" else failed).append(done)
+        else:
+            # The common case, written out: _handle without a retry policy, and
+            # _check's work only for what is not a plain successful message.
+            handle_message = self._instance.handle_message
+            key, context, batchers = self._key, self._context, self._batchers
+            for message in messages:
+                try:
+                    done = handle_message(key, message, context)
+                except Exception as exc:
+                    self._log_failure(message, exc)
+                    failed.append(message.failed(exc))
+                    continue
+                if type(done) is not Message or batchers is not None or done.status != "ok":
+                    done = self._check(message, done)
+                (successful if done.status == "ok" else failed).append(done)
         failed = run_handle_failed(self._instance, failed, self._context)
         if self._batchers is None:
             finish(self._shared, successful, failed)

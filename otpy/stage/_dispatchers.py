@@ -83,33 +83,39 @@ class DemandDispatcher:
     options: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
-        self._demands: dict[Subscription, int] = {}  # in subscription order
+        # Keyed by the subscription's ref (unique, hashed at C speed), in subscription
+        # order; _subs maps it back to the subscription.
+        self._demands: dict[Any, int] = {}
+        self._subs: dict[Any, Subscription] = {}
 
     def __repr__(self) -> str:
         return "stage.DemandDispatcher()"
 
     def subscribe(self, opts: dict[str, Any], sub: Subscription) -> None:
-        self._demands[sub] = 0
+        self._demands[sub[1]] = 0
+        self._subs[sub[1]] = sub
 
     def cancel(self, sub: Subscription) -> int:
-        self._demands.pop(sub, None)
+        self._demands.pop(sub[1], None)
+        self._subs.pop(sub[1], None)
         return 0
 
     def ask(self, demand: int, sub: Subscription, out: Outbox) -> int:
-        if sub in self._demands:
-            self._demands[sub] += demand
+        ref = sub[1]
+        if ref in self._demands:
+            self._demands[ref] += demand
         return demand
 
     def dispatch(self, events: list[Any], out: Outbox) -> list[Any]:
         demands = self._demands
         while events and demands:
-            sub = max(demands, key=demands.__getitem__)
-            want = demands[sub]
+            ref = max(demands, key=demands.__getitem__)
+            want = demands[ref]
             if want <= 0:
                 break
             batch, events = events[:want], events[want:]
-            demands[sub] = want - len(batch)
-            out.send(sub, batch)
+            demands[ref] = want - len(batch)
+            out.send(self._subs[ref], batch)
         return events
 
 
