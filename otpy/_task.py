@@ -262,14 +262,20 @@ class Task:
 _INLINE_BELOW = 0.0002
 """Items whose recent average run time is below this run on the consumer's thread."""
 
+_NEVER = float("inf")
+
 
 class _Job:
-    __slots__ = ("index", "item", "stream")
+    __slots__ = ("done", "index", "inline", "item", "stream")
 
     def __init__(self, stream: AsyncStream, index: int, item: Any) -> None:
         self.stream = stream
         self.index = index
         self.item = item
+        # Set by the consumer before it runs the job on its own thread (a plain worker
+        # only): the worker then leaves the result here instead of mailing it.
+        self.inline = False
+        self.done: _Done | None = None
 
 
 class _Done:
@@ -331,7 +337,10 @@ class _Worker:
             finished = time.monotonic()
             assert self.pid is not None
             done = _Done(msg.stream, self.pid, msg.index, value, finished - start, finished)
-            core.send(self.owner, done)
+            if msg.inline:
+                msg.done = done  # the consumer runs us on its thread: it takes it from here
+            else:
+                core.send(self.owner, done)
         elif type(msg) is Down and msg.ref == self.owner_ref:
             raise ProcessExit("normal")  # the owner is gone: so is the worker
 
@@ -549,17 +558,23 @@ class AsyncStream(Iterator[Result]):
         self._next_index += 1
         worker = self._idle.pop() if self._idle else self._new_worker()
         job = _Job(self, index, item)
-        now = time.monotonic()
-        deadline = float("inf") if self._timeout is None else now + self._timeout
+        timeout = self._timeout
+        deadline = _NEVER if timeout is None else time.monotonic() + timeout
         self._running[worker] = (index, item, deadline)
         inline = (
             self._measured
             and self._cost < _INLINE_BELOW
-            and (self._timeout is None or self._timeout >= core.INLINE_MIN_TIMEOUT)
+            and (timeout is None or timeout >= core.INLINE_MIN_TIMEOUT)
         )
-        if inline and core.run_inline(worker, job):
-            self._collect(0.0)  # the result is in our mailbox already (or the worker died)
-            return
+        if inline:
+            job.inline = self._retry is None  # a retrying worker always mails its result
+            if core.run_inline(worker, job):
+                if job.done is not None:
+                    self._finished(job.done)
+                else:
+                    self._collect(0.0)  # the result is in our mailbox (or the worker died)
+                return
+            job.inline = False
         core.send(worker, job)
 
     def _new_worker(self) -> Pid:
@@ -607,18 +622,7 @@ class AsyncStream(Iterator[Result]):
                 self._expire()
             return False
         if type(msg) is _Done:
-            running = self._running.pop(msg.worker, None)
-            if running is None:
-                return True  # the worker was stopped (timed out) as it finished
-            index, item, deadline = running
-            self._idle.append(msg.worker)
-            # Decaying cost: one slow item raises it at once, each quick one halves it.
-            self._cost = max(msg.elapsed, self._cost * 0.5) if self._measured else msg.elapsed
-            self._measured = True
-            if msg.finished > deadline:  # it overran, on our thread (or we noticed late)
-                self._timed_out(msg.worker, index, item, kill=False)
-            else:
-                self._ready[index] = ("ok", msg.value)
+            self._finished(msg)
             return True
         worker, reason = msg.pid, msg.reason
         self._refs.pop(worker, None)
@@ -631,6 +635,21 @@ class AsyncStream(Iterator[Result]):
             index, item, _ = running
             self._ready[index] = ("exit", (item, reason) if self._zip else reason)
         return True
+
+    def _finished(self, msg: _Done) -> None:
+        """A worker's result: ready to emit, or timed out if it came after the deadline."""
+        running = self._running.pop(msg.worker, None)
+        if running is None:
+            return  # the worker was stopped (timed out) as it finished
+        index, item, deadline = running
+        self._idle.append(msg.worker)
+        # Decaying cost: one slow item raises it at once, each quick one halves it.
+        self._cost = max(msg.elapsed, self._cost * 0.5) if self._measured else msg.elapsed
+        self._measured = True
+        if msg.finished > deadline:  # it overran, on our thread (or we noticed late)
+            self._timed_out(msg.worker, index, item, kill=False)
+        else:
+            self._ready[index] = ("ok", msg.value)
 
     def _expire(self) -> None:
         now = time.monotonic()
