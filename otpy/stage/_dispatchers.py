@@ -191,6 +191,10 @@ class PartitionDispatcher:
             partition names.
         hash: ``fn(event) -> partition`` (default: a stable hash of the event
             modulo the number of partitions). Returning ``None`` drops the event.
+            As in GenStage, a dropped event uses up the demand it was made for:
+            a consumer is then sent fewer events than it asked for, and if
+            drops eat all of it, it waits for events that never come. To
+            filter a stream, filter in a ``ProducerConsumer`` before it.
 
     Each consumer subscribes with ``partition=`` one of the partitions. The
     producer makes as many events as all partitions asked for together; an
