@@ -999,8 +999,13 @@ class _PoolServer(GenServer):
         kill = self.options.kill_on_caller_exit
         actions: list[tuple[int, Pid]] = []
         with t.lock:
-            t.watched.discard(caller)
             held = [w for w, h in t.leases.items() if h == caller]
+        # As in _checkin: a worker that died too is not lent out again; it stays counted
+        # until its exit comes (handled after this, by this process) and is replaced.
+        dead = {w for w in held if not core.is_alive(w)}
+        with t.lock:
+            held = [w for w in held if t.leases.get(w) == caller]  # still its, now
+            t.watched.discard(caller)
             for w in held:
                 del t.leases[w]
             for w in [w for w, h in t.void.items() if h == caller]:
@@ -1016,7 +1021,7 @@ class _PoolServer(GenServer):
                 actions.extend(t.settle())
                 n = self._plan_starts()
             else:
-                actions = [(t.hand_off(w), w) for w in held]
+                actions = [(t.hand_off(w), w) for w in held if w not in dead]
                 actions.extend(t.settle())
                 n = 0
         if kill:
