@@ -442,7 +442,12 @@ class Process:
             return
         self._q.put(msg)
         if self.reactive:
-            if self._sched.acquire(False):
+            # locked() first: a failed acquire costs ten times as much, and a busy
+            # process (its flag held) is the common case under load. A stale
+            # "locked" is safe: whoever holds the flag re-checks the mailbox after
+            # releasing it (_release_sched), and our message is in it already.
+            sched = self._sched
+            if not sched.locked() and sched.acquire(False):
                 self.rt.scheduler.submit(self, ts)
         elif self.waker is not None:
             waker = self.waker
