@@ -158,6 +158,8 @@ class _CastTag:
 _CAST = _CastTag()
 """A cast travels as the tuple ``(_CAST, request)``: cheaper to make than an object."""
 
+_send_quiet = core.send_quiet  # looked up once: GenServer.cast is the hottest call there is
+
 
 class _SysStop:
     __slots__ = ("reason",)
@@ -280,7 +282,7 @@ class GenServer:
     @staticmethod
     def cast(dest: object, request: Any) -> None:
         """Send ``request`` without waiting; never raises, whatever the target."""
-        core.send_quiet(dest, (_CAST, request))
+        _send_quiet(dest, (_CAST, request))
 
     @staticmethod
     def reply(caller: From, value: Any) -> None:
