@@ -580,12 +580,6 @@ class Process:
 
     # -- running -----------------------------------------------------------
 
-    def _enter(self, ts: ThreadState) -> object:
-        prev = ts.proc
-        ts.proc = self
-        self._ts = ts
-        return prev
-
     def _leave(self, ts: ThreadState, prev: object) -> None:
         ts.proc = prev
         with self._lock:
@@ -596,13 +590,10 @@ class Process:
 
     def run(self) -> None:
         """Run by a pool worker: a reactive turn, or a body from start to end."""
-        if self.reactive:
-            self._turn()
-        else:
+        if not self.reactive:
             self._run_body()
-
-    def _turn(self) -> None:
-        # The caller holds _sched (taken by whoever queued us).
+            return
+        # A turn. The caller holds _sched (taken by whoever queued us).
         ts = thread_state()
         # The worker's hand-off slot is open for quick processes (see _scheduler).
         ts.slot = ts.pool is not None and self.inline_cost < SLOT_COST
@@ -627,7 +618,9 @@ class Process:
             ``(True, None)`` if ``fn`` returned; ``(False, exc)`` if it raised
             (``exc`` is None for a ProcessExit); the process has ended then.
         """
-        prev = self._enter(ts)
+        prev = ts.proc
+        ts.proc = self
+        self._ts = ts
         left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
