@@ -768,25 +768,20 @@ class Process:
 
         A crash here is the process's crash, not the caller's. A
         ``BaseException`` that is not otpy's (``KeyboardInterrupt``) crashes the
-        process and then propagates to the caller too. The time it took feeds
-        ``inline_cost``.
+        process and then propagates to the caller too. The time it took is left
+        in ``ts.elapsed`` and feeds ``inline_cost``.
         """
-        try:
-            _, exc = self._guarded(ts, self._inline, ts, fn, *args)
-        finally:
-            self._release_sched()
-        if exc is not None and not isinstance(exc, Exception):
-            raise exc
-
-    def _inline(self, ts: ThreadState, fn: Callable[..., None], *args: Any) -> None:
         ts.depth += 1
         start = time.monotonic()
         try:
-            self._in_context(fn, *args)
+            _, exc = self._guarded(ts, self._in_context, fn, *args)
         finally:
             ts.depth -= 1
             ts.elapsed = elapsed = time.monotonic() - start
             self.inline_cost = max(elapsed, self.inline_cost * 0.5)
+            self._release_sched()
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc
 
     def _run_body(self) -> None:
         body = self._body
@@ -1420,7 +1415,12 @@ def call(
     try:
         if _inline_ok(target, ts, timeout):
             _run_call_inline(proc, ts, target, msg, timeout, what)
-            if not msg.done and not target.watch(msg):
+            if msg._claim.locked():  # answered (msg.done), as inline runs almost always are
+                msg._done.acquire()  # wait_result's work for a resolved call, written out
+                if msg.value is _ABANDONED or not proc.alive:
+                    raise_dead(proc, ts)
+                return msg
+            if not target.watch(msg):
                 msg.fail(target.reason)
             if msg.done:
                 wait_result(proc, ts, msg, None, what)
@@ -1500,7 +1500,8 @@ def _run_call_inline(
     Raises:
         Timeout: the handler overran on our thread: the caller's timeout had passed first.
     """
-    target.run_inline(msg, ts)
+    target.handled += 1
+    target._run_here(ts, target._handler, msg)  # type: ignore[arg-type]  # run_inline, unwrapped
     if timeout is not None and ts.elapsed > timeout:  # ts.elapsed: what run_inline took
         if not proc.alive:
             raise_dead(proc, ts)
