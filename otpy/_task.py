@@ -514,7 +514,7 @@ class AsyncStream(Iterator[Result]):
             raise StopIteration
         if self._owner is None:
             self._owner = core.self()
-        elif core.self() != self._owner:
+        elif (me := core.self()) is not self._owner and me != self._owner:
             raise ValueError(
                 f"this async_stream is consumed by {self._owner!r}; iterate it in one process"
             )
