@@ -44,6 +44,8 @@ after every lock is released).
 ``Scheduler._lock``         the pool's counters and worker list
 ``_Bound.lock``             a bounded mailbox's count, drops and blocked senders
 ``TimerWheel._cond``        the timer heap (actions run after it is released)
+``Scheduler._watch``        the slot watcher's worker list and sleep (it
+                            releases it before queueing what it took)
 ``thread_start_lock``       held while the runtime starts a thread (no
                             asynchronous interrupt goes out meanwhile)
 ==========================  ======================================================
@@ -101,8 +103,10 @@ first such process waits in the worker's slot (``ThreadState.next``) and
 runs on the same thread right after the turn, instead of waking another
 worker (``Scheduler.submit``, ``Scheduler._run_slot``). The slot goes to the
 run queue before the turn handles another message and before the worker
-blocks in an otpy wait (``blocking_wait``), so it never waits longer than
-one handler.
+blocks in an otpy wait (``blocking_wait``) or runs another process's code
+inline (``Process._run_here``); a turn that blocks where otpy cannot see it
+is covered by the slot watcher (``Scheduler._watch_slots``), which queues a
+process that sat in a slot for ``SLOT_WATCH`` seconds.
 """
 
 from ._api import (

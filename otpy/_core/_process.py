@@ -676,12 +676,22 @@ class Process:
 
         A turn that used its budget goes on with another while the run queue
         is empty: yielding is for the processes waiting their turn, and with
-        none waiting it would only cost a new turn.
+        none waiting it would only cost a new turn. Each budget's messages are
+        counted and timed when it ends, and the hand-off slot stays open only
+        while the process stays quick.
         """
+        ts = self._ts
         init = self._init
         if init is not None:
             self._init = None
-            init()
+            slot = False if ts is None else ts.slot
+            if ts is not None:
+                ts.slot = False  # an init is not timed: it gets no slot
+            try:
+                init()
+            finally:
+                if ts is not None:
+                    ts.slot = slot
         handler = self._handler
         assert handler is not None, "this is a bug in otpy: reactive process without handler"
         q = self._q
@@ -692,46 +702,54 @@ class Process:
         # receive): then get() raises Empty and the mailbox is counted again.
         ready = 0
         n = BUDGET
-        handled = 0
-        ts = self._ts
         pool = None if ts is None else ts.pool
         start = time.monotonic()
-        while True:
-            if not n:
-                # _pending is read without the scheduler's lock: a stale value only makes
-                # the turn end one budget early or late.
-                if pool is None or pool._pending:
-                    break
-                n = BUDGET
-            saved = self._saved
-            if saved:
-                msg = saved.popleft()
-            else:
-                if not ready:
-                    ready = q.qsize()  # counting is cheaper than a get() that raises Empty
+        try:
+            while True:
+                if not n:
+                    self._account(BUDGET, start, ts)
+                    n = BUDGET
+                    # _pending is read without the scheduler's lock: a stale value only
+                    # makes the turn end one budget early or late.
+                    if pool is None or pool._pending:
+                        return
+                    start = time.monotonic()
+                saved = self._saved
+                if saved:
+                    msg = saved.popleft()
+                else:
                     if not ready:
-                        break
-                try:
-                    msg = get()
-                except Empty:
-                    ready = 0
-                    continue
-                ready -= 1
-                if msg is _WAKE:
-                    break  # only a dead process gets one
-            if not self.alive:
-                break  # a message that slipped in as it died: dropped with it
-            if ts is not None and ts.next is not None:
-                # Another message follows: the process in the slot must not wait for it.
-                ts.pool.flush_slot(ts)  # type: ignore[union-attr]
-            if bound is not None and _counted(msg):
-                bound.release()
-            handler(msg)
-            n -= 1
-            handled += 1
-        if handled:
-            self.handled += handled
-            self.inline_cost = max((time.monotonic() - start) / handled, self.inline_cost * 0.5)
+                        ready = q.qsize()  # counting is cheaper than a get() that raises Empty
+                        if not ready:
+                            break
+                    try:
+                        msg = get()
+                    except Empty:
+                        ready = 0
+                        continue
+                    ready -= 1
+                    if msg is _WAKE:
+                        break  # only a dead process gets one
+                if not self.alive:
+                    break  # a message that slipped in as it died: dropped with it
+                if ts is not None and ts.next:
+                    # Another message follows: the process in the slot must not wait for it.
+                    pool.flush_slot(ts)  # type: ignore[union-attr]
+                if bound is not None and _counted(msg):
+                    bound.release()
+                handler(msg)
+                n -= 1
+        finally:
+            if n < BUDGET:
+                self._account(BUDGET - n, start, ts)
+
+    def _account(self, handled: int, start: float, ts: ThreadState | None) -> None:
+        """``handled`` messages since ``start``: count them, time them, close a slow one's slot."""
+        self.handled += handled
+        cost = max((time.monotonic() - start) / handled, self.inline_cost * 0.5)
+        self.inline_cost = cost
+        if ts is not None and cost >= SLOT_COST:
+            ts.slot = False
 
     def _release_sched(self) -> None:
         # Invariant: only whoever holds the run flag runs the process and releases it.
@@ -772,10 +790,17 @@ class Process:
         in ``ts.elapsed`` and feeds ``inline_cost``.
         """
         ts.depth += 1
+        if ts.next:
+            # Code of another process runs now, for as long as it takes: what waits in
+            # this thread's slot goes to the run queue first.
+            ts.pool.flush_slot(ts)  # type: ignore[union-attr]
+        slot = ts.slot
+        ts.slot = False  # and its sends get no slot
         start = time.monotonic()
         try:
             _, exc = self._guarded(ts, self._in_context, fn, *args)
         finally:
+            ts.slot = slot
             ts.depth -= 1
             ts.elapsed = elapsed = time.monotonic() - start
             self.inline_cost = max(elapsed, self.inline_cost * 0.5)

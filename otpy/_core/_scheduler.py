@@ -26,14 +26,17 @@ costs more than running it. So while a worker runs the turn of a quick process
 makes runnable goes into the worker's own slot and runs on the same thread
 right after the turn: a ring passes its token, a supervisor hears of its
 child's crash, a consumer gets its events, with no thread hand-off. The slot
-never holds a process for longer than one handler: before the turn handles
-another message, and before the worker blocks in an otpy wait, the slot goes
-to the run queue like any other submission. A handler that makes a process
-runnable and then runs long without an otpy wait (computing, or blocking
-outside otpy) delays that process until it returns; only processes whose
-recent handlers were quick get the slot, so that is one handler at most.
-Runs through the slot are chained while the run queue is empty; with work
-queued, at most ``SLOT_CHAIN`` in a row before the slot's process queues too.
+goes to the run queue like any other submission before the turn handles
+another message, and before the worker blocks in an otpy wait. A handler
+that makes a process runnable and then runs on without an otpy wait
+(computing, or blocking outside otpy, even on something the process in the
+slot would do) does not strand it: the slot watcher, a thread that looks at
+the workers' slots every ``SLOT_WATCH`` seconds while any is in use, moves a
+process that sat in a slot for a whole look to the run queue, where any
+worker takes it. Inline runs of other processes' code (an inline call, a
+child's ``init``) close the slot while they run. Runs through the slot are
+chained while the run queue is empty; with work queued, at most
+``SLOT_CHAIN`` in a row before the slot's process queues too.
 
 Blocking compensation: a worker that enters an otpy wait (receive, call,
 await, sleep) calls :meth:`Scheduler.blocking`; while it is blocked it does not
@@ -73,6 +76,12 @@ SLOT_COST = 0.0002
 SLOT_CHAIN = 4
 """Slot runs in a row on one worker while the run queue holds work."""
 
+SLOT_WATCH = 0.001
+"""Seconds between two looks of the slot watcher while slots are in use."""
+
+SLOT_PARK = 0.1
+"""Seconds the slot watcher sleeps at most while no slot is in use."""
+
 _log = logging.getLogger("otpy.scheduler")
 
 
@@ -92,6 +101,7 @@ class ThreadState:
         "depth",
         "elapsed",
         "fanout",
+        "fills",
         "next",
         "pool",
         "proc",
@@ -117,7 +127,11 @@ class ThreadState:
         # in ``next`` and runs on this thread right after the turn, instead of waking
         # another worker.
         self.slot = False
-        self.next: Runnable | None = None
+        # The slot itself: empty, or one process. A list because the worker and the
+        # slot watcher both take from it with list.pop(), which is atomic (also on
+        # free-threaded CPython, where a list has its own lock): exactly one gets it.
+        self.next: list[Runnable] = []
+        self.fills = 0  # how often the slot was filled: the watcher's clock (owner writes)
         self.elapsed = 0.0  # seconds the last inline run on this thread took (Process._inline)
         # The processes of the asyncio tasks running on this thread, by (runtime, task).
         self.task_procs: dict[tuple[object, object], object] | None = None
@@ -205,6 +219,13 @@ class Scheduler:
         self._serial = 0
         self._closed = False
         self._workers: set[threading.Thread] = set()
+        # The slot watcher (see _watch_slots): _watch guards _states (the workers'
+        # thread states), _watcher (its thread, started with the first slot used)
+        # and _parked (it sleeps: no slot was in use at its last look).
+        self._watch = threading.Condition(threading.Lock())
+        self._states: set[ThreadState] = set()
+        self._watcher: threading.Thread | None = None
+        self._parked = True
 
     # -- submitting work ---------------------------------------------------
 
@@ -215,8 +236,13 @@ class Scheduler:
         """
         if ts is None:
             ts = thread_state()
-        if ts.slot and ts.next is None and ts.pool is self:
-            ts.next = item
+        if ts.slot and not ts.next and ts.pool is self:
+            ts.fills += 1
+            ts.next.append(item)
+            # _parked is read without the lock: a stale False only lets the watcher
+            # sleep out its SLOT_PARK before it looks (see _watch_slots).
+            if self._parked:
+                self._wake_watcher()
             return
         self._enqueue(item)
 
@@ -230,10 +256,69 @@ class Scheduler:
 
     def flush_slot(self, ts: ThreadState) -> None:
         """Queue the process waiting in ``ts``'s slot, if any: the thread will not run it soon."""
-        item = ts.next
-        if item is not None:
-            ts.next = None
+        if ts.next:
+            try:
+                item = ts.next.pop()
+            except IndexError:
+                return  # the watcher took it first
             self._enqueue(item)
+
+    # -- the slot watcher ----------------------------------------------------
+
+    def _wake_watcher(self) -> None:
+        with self._watch:
+            if self._closed:
+                return
+            if self._watcher is None:
+                self._watcher = threading.Thread(
+                    target=self._watch_slots, name=f"{self._name}-slots", daemon=True
+                )
+                with thread_start_lock:
+                    self._watcher.start()
+            self._parked = False
+            self._watch.notify()
+
+    def _watch_slots(self) -> None:
+        """Move a process that sat in a worker's slot for a whole look to the run queue.
+
+        A worker's turn that filled its slot may go on for long without an
+        otpy wait (computing, or blocking in code otpy cannot see, such as a
+        ``threading.Event`` that the process in the slot would set). The
+        watcher looks every ``SLOT_WATCH`` seconds while slots are in use: a
+        slot that holds a process and was not filled again since its last look
+        has held it for at least that long, and its process is queued for any
+        worker. With no slot in use, it sleeps until a worker fills one.
+        """
+        seen: dict[ThreadState, int] = {}
+        with self._watch:
+            # _closed is read without _lock: it only ever turns True, and close()
+            # notifies us after setting it.
+            while not self._closed:
+                states = list(self._states)
+                used = False
+                for ts in states:
+                    if not ts.next:
+                        continue
+                    used = True
+                    fills = ts.fills
+                    if seen.get(ts) != fills:
+                        seen[ts] = fills
+                        continue
+                    try:
+                        item = ts.next.pop()
+                    except IndexError:
+                        continue  # its worker took it meanwhile
+                    self._watch.release()  # _enqueue takes _lock, never under _watch
+                    try:
+                        self._enqueue(item)
+                    finally:
+                        self._watch.acquire()
+                if used:
+                    self._watch.wait(SLOT_WATCH)
+                else:
+                    seen.clear()
+                    self._parked = True
+                    self._watch.wait(SLOT_PARK)
 
     def _should_grow(self) -> bool:
         # Called with _lock held; reserves the new thread's place when it says yes.
@@ -288,6 +373,8 @@ class Scheduler:
     def _work(self) -> None:
         ts = thread_state()
         ts.pool = self
+        with self._watch:
+            self._states.add(ts)
         runq = self._runq
         lock = self._lock
         try:
@@ -313,10 +400,12 @@ class Scheduler:
                         self._workers.discard(threading.current_thread())
                     return
                 self._run(item)
-                if ts.next is not None:
+                if ts.next:
                     self._run_slot(ts)
         finally:
             ts.pool = None
+            with self._watch:
+                self._states.discard(ts)
 
     @staticmethod
     def _run(item: Runnable) -> None:
@@ -328,13 +417,16 @@ class Scheduler:
     def _run_slot(self, ts: ThreadState) -> None:
         """Run what the turns of this worker put in its slot, one after the other."""
         chain = 0
-        while (item := ts.next) is not None:
+        while ts.next:
             # _pending is read without the lock: a stale value only changes when a
             # long chain gives way to queued work, never whether the item runs.
             if chain >= SLOT_CHAIN and self._pending:
                 self.flush_slot(ts)
                 return
-            ts.next = None
+            try:
+                item = ts.next.pop()
+            except IndexError:
+                return  # the watcher queued it
             self._run(item)
             chain += 1
 
@@ -351,8 +443,13 @@ class Scheduler:
                 for _ in workers:
                     self._runq.put(_STOP)
                     self._pending += 1
+        with self._watch:  # the watcher ends at its next look (it reads _closed)
+            self._watch.notify()
+            watcher = self._watcher
         me = threading.current_thread()
         deadline = None if timeout is None else time.monotonic() + timeout
+        if watcher is not None and watcher is not me:
+            watcher.join(_left(deadline))
         for thread in workers:
             if thread is not me:
                 thread.join(_left(deadline))

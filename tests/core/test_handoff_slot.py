@@ -2,7 +2,9 @@
 
 The slot must never strand a process: it runs after the turn, or goes to the
 run queue before the turn handles another message, before the worker blocks
-in an otpy wait, and whenever the sending process is not quick.
+in an otpy wait, before it runs another process's code inline, whenever the
+sending process is not quick, and, when the turn blocks where otpy cannot
+see it, by the slot watcher.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ class Relay(otpy.GenServer):
             case ("cast_then_block", target, event):
                 otpy.GenServer.cast(target, ("set", event))
                 otpy.send(self.owner, ("blocked", event.wait(WAIT)))
+            case ("cast_then_call", target, server, event):
+                otpy.GenServer.cast(target, ("set", event))
+                otpy.send(self.owner, ("called", otpy.GenServer.call(server, event)))
 
 
 class Target(otpy.GenServer):
@@ -85,6 +90,28 @@ def test_a_slow_process_does_not_use_the_slot(runtime):
     event = threading.Event()
     otpy.GenServer.cast(relay, ("cast_then_block", target, event))
     assert_receive(lambda m: m == ("blocked", True), WAIT * 2)
+
+
+def test_a_handler_that_blocks_outside_otpy_does_not_strand_the_slot(runtime):
+    # A quick process (a fresh one) puts the target in its slot, then blocks on a
+    # threading.Event that only the target sets: the slot watcher must queue the target.
+    relay = Relay.start(otpy.self())
+    target = Target.start()
+    event = threading.Event()
+    otpy.GenServer.cast(relay, ("cast_then_block", target, event))
+    assert_receive(lambda m: m == ("blocked", True), WAIT * 2)
+
+
+def test_an_inline_call_after_a_cast_does_not_hold_the_slot(runtime):
+    class Waits(otpy.GenServer):
+        def handle_call(self, event, caller):
+            return event.wait(WAIT)  # runs inline, on the relay's thread
+
+    relay = Relay.start(otpy.self())
+    target = Target.start()
+    event = threading.Event()
+    otpy.GenServer.cast(relay, ("cast_then_call", target, Waits.start(), event))
+    assert_receive(lambda m: m == ("called", True), WAIT * 2)
 
 
 def test_a_quick_turn_runs_its_target_on_the_same_thread_after_it(runtime):
