@@ -31,7 +31,7 @@ another message, and before the worker blocks in an otpy wait. A handler
 that makes a process runnable and then runs on without an otpy wait
 (computing, or blocking outside otpy, even on something the process in the
 slot would do) does not strand it: the slot watcher, a thread that looks at
-the workers' slots every ``SLOT_WATCH`` seconds while any is in use, moves a
+the workers' slots every ``SLOT_WATCH`` seconds while they are in use, moves a
 process that sat in a slot for a whole look to the run queue, where any
 worker takes it. Inline runs of other processes' code (an inline call, a
 child's ``init``) close the slot while they run. Runs through the slot are
@@ -81,6 +81,10 @@ SLOT_WATCH = 0.001
 
 SLOT_PARK = 0.1
 """Seconds the slot watcher sleeps at most while no slot is in use."""
+
+SLOT_IDLE_LOOKS = 10
+"""Looks in a row with no slot in use after which the slot watcher sleeps until woken
+(so that traffic with short pauses does not pay a wake-up of the watcher per slot)."""
 
 _log = logging.getLogger("otpy.scheduler")
 
@@ -290,6 +294,7 @@ class Scheduler:
         worker. With no slot in use, it sleeps until a worker fills one.
         """
         seen: dict[ThreadState, int] = {}
+        idle = 0  # looks in a row that found no slot in use
         with self._watch:
             # _closed is read without _lock: it only ever turns True, and close()
             # notifies us after setting it.
@@ -313,9 +318,10 @@ class Scheduler:
                         self._enqueue(item)
                     finally:
                         self._watch.acquire()
-                if used:
+                idle = 0 if used else idle + 1
+                if idle < SLOT_IDLE_LOOKS:
                     self._watch.wait(SLOT_WATCH)
-                else:
+                else:  # sleep until a worker fills a slot (it wakes us: see submit)
                     seen.clear()
                     self._parked = True
                     self._watch.wait(SLOT_PARK)

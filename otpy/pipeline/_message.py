@@ -84,7 +84,8 @@ def _check_mode(value: object) -> None:
 
 
 # The types whose ``ack`` attribute (on the type itself) was found callable: a
-# message of such an acknowledger needs no getattr. Adding is idempotent and a
+# message of such an acknowledger needs no getattr, unless the instance has an
+# ``ack`` of its own. Adding is idempotent and a
 # set's add and lookup are each atomic (also on free-threaded CPython, where
 # every set has its own lock), so it needs no lock of ours; a type missing here
 # only costs the full check once more.
@@ -99,7 +100,9 @@ def _check_acknowledger(value: object) -> None:
     acknowledger = value[0]
     kind = type(acknowledger)
     if kind in _ACKER_TYPES:
-        return
+        own = getattr(acknowledger, "__dict__", None)
+        if own is None or "ack" not in own:  # not shadowed by an instance attribute
+            return
     if not callable(getattr(acknowledger, "ack", None)):
         raise TypeError(
             f"the acknowledger of a message needs an ack(ack_ref, successful, failed) method; "

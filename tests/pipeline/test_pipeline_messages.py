@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import attrs
 import pytest
 from conftest import wait_until
 
@@ -517,3 +518,62 @@ class TestTelemetry:
         finally:
             stages.telemetry.span = real  # type: ignore[assignment]
         assert made.items() == []
+
+
+class TestMessageValues:
+    """``pl.Message``'s own checks (its ``__init__`` is written by hand, for speed)."""
+
+    class Acker:
+        def ack(self, ack_ref, successful, failed):
+            pass
+
+    def test_defaults_and_fields(self):
+        m = pl.Message(b"x")
+        assert (m.data, m.metadata, m.batcher, m.batch_key, m.batch_mode, m.status) == (
+            b"x",
+            {},
+            "default",
+            "default",
+            "bulk",
+            "ok",
+        )
+        assert m.acknowledger == (pl.NOOP, None, None)
+        assert pl.Message(1).metadata is not pl.Message(1).metadata  # one dict each
+        assert attrs.has(pl.Message)
+        assert pl.Message(1, {"k": 1}) == pl.Message(1, metadata={"k": 1})
+
+    def test_it_is_frozen_and_evolves(self):
+        m = pl.Message(1)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            m.data = 2
+        assert attrs.evolve(m, data=2).data == 2
+        assert m.put_batcher("db").batcher == "db" and m.batcher == "default"
+        match m.failed("boom"):
+            case pl.Message(data=1, status=("failed", "boom")):
+                pass
+            case other:
+                pytest.fail(f"no match: {other!r}")
+
+    @pytest.mark.parametrize(
+        "kwargs, error",
+        [
+            ({"metadata": [1]}, TypeError),
+            ({"acknowledger": (1, 2)}, TypeError),
+            ({"acknowledger": "ack"}, TypeError),
+            ({"acknowledger": (object(), None, None)}, TypeError),
+            ({"batch_mode": "soon"}, ValueError),
+            ({"status": "bad"}, ValueError),
+            ({"status": ("failed",)}, ValueError),
+        ],
+    )
+    def test_bad_values_are_refused_naming_them(self, kwargs, error):
+        with pytest.raises(error, match="got "):  # and what it got
+            pl.Message(1, **kwargs)
+
+    def test_an_instance_that_shadows_ack_is_refused_after_its_type_was_seen(self):
+        good = self.Acker()
+        pl.Message(1, acknowledger=(good, None, None))  # the type is known from now on
+        bad = self.Acker()
+        bad.ack = None
+        with pytest.raises(TypeError, match="needs an ack"):
+            pl.Message(1, acknowledger=(bad, None, None))
