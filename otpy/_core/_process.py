@@ -790,14 +790,14 @@ class Process:
         in ``ts.elapsed`` and feeds ``inline_cost``.
         """
         ts.depth += 1
-        if ts.next:
-            # Code of another process runs now, for as long as it takes: what waits in
-            # this thread's slot goes to the run queue first.
-            ts.pool.flush_slot(ts)  # type: ignore[union-attr]
         slot = ts.slot
-        ts.slot = False  # and its sends get no slot
+        ts.slot = False  # the code of another process: its sends get no slot
         start = time.monotonic()
         try:
+            if ts.next:
+                # It runs for as long as it takes: what waits in this thread's slot
+                # goes to the run queue first.
+                ts.pool.flush_slot(ts)  # type: ignore[union-attr]
             _, exc = self._guarded(ts, self._in_context, fn, *args)
         finally:
             ts.slot = slot

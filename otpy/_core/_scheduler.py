@@ -274,11 +274,16 @@ class Scheduler:
             if self._closed:
                 return
             if self._watcher is None:
-                self._watcher = threading.Thread(
+                watcher = threading.Thread(
                     target=self._watch_slots, name=f"{self._name}-slots", daemon=True
                 )
-                with thread_start_lock:
-                    self._watcher.start()
+                try:
+                    with thread_start_lock:
+                        watcher.start()
+                except Exception:  # no thread to be had now: the next fill tries again
+                    _log.warning("could not start the slot watcher", exc_info=True)
+                    return
+                self._watcher = watcher
             self._parked = False
             self._watch.notify()
 
@@ -291,7 +296,9 @@ class Scheduler:
         watcher looks every ``SLOT_WATCH`` seconds while slots are in use: a
         slot that holds a process and was not filled again since its last look
         has held it for at least that long, and its process is queued for any
-        worker. With no slot in use, it sleeps until a worker fills one.
+        worker. After ``SLOT_IDLE_LOOKS`` looks with no slot in use it sleeps
+        until a worker fills one (``SLOT_PARK`` at most); once every worker
+        has retired, it ends.
         """
         seen: dict[ThreadState, int] = {}
         idle = 0  # looks in a row that found no slot in use
@@ -300,6 +307,12 @@ class Scheduler:
             # notifies us after setting it.
             while not self._closed:
                 states = list(self._states)
+                if not states and self._parked:
+                    # Every worker retired (an idle pool): end, as they did. A worker
+                    # that fills a slot later starts a new watcher.
+                    self._watcher = None
+                    return
+                seen = {ts: fills for ts, fills in seen.items() if ts in self._states}
                 used = False
                 for ts in states:
                     if not ts.next:
@@ -321,7 +334,8 @@ class Scheduler:
                 idle = 0 if used else idle + 1
                 if idle < SLOT_IDLE_LOOKS:
                     self._watch.wait(SLOT_WATCH)
-                else:  # sleep until a worker fills a slot (it wakes us: see submit)
+                else:  # sleep until a worker fills a slot (it wakes us: see submit),
+                    # or SLOT_PARK at most (a wake-up that a stale _parked missed)
                     seen.clear()
                     self._parked = True
                     self._watch.wait(SLOT_PARK)
@@ -454,7 +468,7 @@ class Scheduler:
             watcher = self._watcher
         me = threading.current_thread()
         deadline = None if timeout is None else time.monotonic() + timeout
-        if watcher is not None and watcher is not me:
+        if watcher is not None and watcher is not me and watcher.ident is not None:
             watcher.join(_left(deadline))
         for thread in workers:
             if thread is not me:
