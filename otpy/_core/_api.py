@@ -147,9 +147,7 @@ def current() -> tuple[Process, ThreadState]:
 def _outside(ts: ThreadState) -> Process:
     """The process of the asyncio task or plain thread calling, outside any process's code."""
     rt = current_runtime()
-    # running_task(), written out: this runs for every otpy call from a plain thread.
-    aio = sys.modules.get("asyncio")
-    task = None if aio is None or aio._get_running_loop() is None else aio.current_task()
+    task = running_task()
     if task is not None:
         procs = ts.task_procs
         proc: Process | None = procs.get((rt, task)) if procs else None  # type: ignore[assignment]
@@ -347,13 +345,11 @@ def send(dest: object, message: Any) -> None:
         NoProcError: ``dest`` is a name nobody has registered.
     """
     me, ts = current()
-    proc = dest._proc if type(dest) is Pid else None  # a pid knows its process: no lookup
+    proc = resolve(dest, me.rt)
     if proc is None:
-        proc = resolve(dest, me.rt)
-        if proc is None:
-            if type(dest) is Pid:
-                return
-            raise NoProcError(dest, "send")
+        if type(dest) is Pid:
+            return
+        raise NoProcError(dest, "send")
     if proc._bound is None:
         proc.deliver(message, ts)
     else:

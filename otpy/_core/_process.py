@@ -681,17 +681,15 @@ class Process:
         while the process stays quick.
         """
         ts = self._ts
+        assert ts is not None, "this is a bug in otpy: a turn outside its run guard"
         init = self._init
         if init is not None:
             self._init = None
-            slot = False if ts is None else ts.slot
-            if ts is not None:
-                ts.slot = False  # an init is not timed: it gets no slot
+            slot, ts.slot = ts.slot, False  # an init is not timed: it gets no slot
             try:
                 init()
             finally:
-                if ts is not None:
-                    ts.slot = slot
+                ts.slot = slot
         handler = self._handler
         assert handler is not None, "this is a bug in otpy: reactive process without handler"
         q = self._q
@@ -702,7 +700,7 @@ class Process:
         # receive): then get() raises Empty and the mailbox is counted again.
         ready = 0
         n = BUDGET
-        pool = None if ts is None else ts.pool
+        pool = ts.pool
         start = time.monotonic()
         try:
             while True:
@@ -732,7 +730,7 @@ class Process:
                         break  # only a dead process gets one
                 if not self.alive:
                     break  # a message that slipped in as it died: dropped with it
-                if ts is not None and ts.next:
+                if ts.next:
                     # Another message follows: the process in the slot must not wait for it.
                     pool.flush_slot(ts)  # type: ignore[union-attr]
                 if bound is not None and _counted(msg):
@@ -743,12 +741,12 @@ class Process:
             if n < BUDGET:
                 self._account(BUDGET - n, start, ts)
 
-    def _account(self, handled: int, start: float, ts: ThreadState | None) -> None:
+    def _account(self, handled: int, start: float, ts: ThreadState) -> None:
         """``handled`` messages since ``start``: count them, time them, close a slow one's slot."""
         self.handled += handled
         cost = max((time.monotonic() - start) / handled, self.inline_cost * 0.5)
         self.inline_cost = cost
-        if ts is not None and cost >= SLOT_COST:
+        if cost >= SLOT_COST:
             ts.slot = False
 
     def _release_sched(self) -> None:
@@ -1440,12 +1438,7 @@ def call(
     try:
         if _inline_ok(target, ts, timeout):
             _run_call_inline(proc, ts, target, msg, timeout, what)
-            if msg._claim.locked():  # answered (msg.done), as inline runs almost always are
-                msg._done.acquire()  # wait_result's work for a resolved call, written out
-                if msg.value is _ABANDONED or not proc.alive:
-                    raise_dead(proc, ts)
-                return msg
-            if not target.watch(msg):
+            if not msg.done and not target.watch(msg):
                 msg.fail(target.reason)
             if msg.done:
                 wait_result(proc, ts, msg, None, what)
@@ -1525,8 +1518,7 @@ def _run_call_inline(
     Raises:
         Timeout: the handler overran on our thread: the caller's timeout had passed first.
     """
-    target.handled += 1
-    target._run_here(ts, target._handler, msg)  # type: ignore[arg-type]  # run_inline, unwrapped
+    target.run_inline(msg, ts)
     if timeout is not None and ts.elapsed > timeout:  # ts.elapsed: what run_inline took
         if not proc.alive:
             raise_dead(proc, ts)

@@ -136,7 +136,7 @@ class ThreadState:
         # free-threaded CPython, where a list has its own lock): exactly one gets it.
         self.next: list[Runnable] = []
         self.fills = 0  # how often the slot was filled: the watcher's clock (owner writes)
-        self.elapsed = 0.0  # seconds the last inline run on this thread took (Process._inline)
+        self.elapsed = 0.0  # seconds the last inline run on this thread took (Process._run_here)
         # The processes of the asyncio tasks running on this thread, by (runtime, task).
         self.task_procs: dict[tuple[object, object], object] | None = None
 

@@ -31,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
-from ..stage._dispatchers import Outbox, Subscription
+from ..stage._dispatchers import Outbox, Subscription, send_by_demand
 from ._message import Message
 from ._shared import Shared, finish, run_handle_failed
 
@@ -205,17 +205,9 @@ class Router:
                     out.send(self._owner[name], batch)
             return
         queue = self._queue
-        if not queue:
-            demands = self._demands
-            while events and demands:
-                ref = max(demands, key=demands.__getitem__)
-                want = demands[ref]
-                if want <= 0:
-                    break
-                batch, events = events[:want], events[want:]
-                demands[ref] = want - len(batch)
-                assert out is not None
-                out.send(self._subs[ref], batch)
+        if not queue and self._demands:
+            assert out is not None  # demand came with an ask, which set it
+            events = send_by_demand(self._demands, self._subs, events, out)
         queue.extend(events)
 
 

@@ -31,6 +31,7 @@ __all__ = [
     "Outbox",
     "PartitionDispatcher",
     "Subscription",
+    "send_by_demand",
 ]
 
 Subscription = tuple[Pid, Ref]
@@ -64,6 +65,26 @@ class Dispatcher(Protocol):
 
     def dispatch(self, events: list[Any], out: Outbox) -> list[Any]:
         """Outbox what the demand allows; the events left over, for the producer's buffer."""
+
+
+def send_by_demand(
+    demands: dict[Any, int], subs: dict[Any, Subscription], events: list[Any], out: Outbox
+) -> list[Any]:
+    """Send ``events`` to the subscriptions with the most demand first; the ones left over.
+
+    ``demands`` and ``subs`` are keyed by subscription ref (unique, hashed at C
+    speed): the demand still pending, and the subscription itself. Demand is
+    used up as events go out.
+    """
+    while events and demands:
+        ref = max(demands, key=demands.__getitem__)
+        want = demands[ref]
+        if want <= 0:
+            break
+        batch, events = events[:want], events[want:]
+        demands[ref] = want - len(batch)
+        out.send(subs[ref], batch)
+    return events
 
 
 def fresh(dispatcher: Dispatcher) -> Dispatcher:
@@ -107,16 +128,7 @@ class DemandDispatcher:
         return demand
 
     def dispatch(self, events: list[Any], out: Outbox) -> list[Any]:
-        demands = self._demands
-        while events and demands:
-            ref = max(demands, key=demands.__getitem__)
-            want = demands[ref]
-            if want <= 0:
-                break
-            batch, events = events[:want], events[want:]
-            demands[ref] = want - len(batch)
-            out.send(self._subs[ref], batch)
-        return events
+        return send_by_demand(self._demands, self._subs, events, out)
 
 
 class BroadcastDispatcher:
