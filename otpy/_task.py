@@ -520,9 +520,10 @@ class AsyncStream(Iterator[Result]):
             )
         try:
             while True:
-                result = self._pop_ready()
-                if result is not None:
-                    return result
+                if self._ready:
+                    result = self._pop_ready()
+                    if result is not None:
+                        return result
                 if not self._exhausted and len(self._running) + len(self._ready) < self._max:
                     self._dispatch()
                 elif self._running:

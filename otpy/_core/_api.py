@@ -21,8 +21,8 @@ import attrs
 from .._exceptions import NoProcError
 from . import _process
 from ._process import Process, describe, raise_dead
-from ._runtime import Runtime, current_runtime
-from ._scheduler import ThreadState, thread_state
+from ._runtime import Runtime, _stack, current_runtime
+from ._scheduler import ThreadState, _tls, thread_state
 from ._timers import Timer
 from ._types import NOPROC, Down, Exit, Pid, Ref, check_timeout
 
@@ -117,25 +117,13 @@ ProcessInfo.__module__ = "otpy"
 # -- finding processes --------------------------------------------------------
 
 
-def running_task() -> Any:
-    """The asyncio task running on the calling thread, or None.
-
-    Costs a dictionary lookup when asyncio was never imported (no loop can run then).
-    """
-    aio = sys.modules.get("asyncio")
-    if aio is None:
-        return None
-    loop = aio._get_running_loop()
-    return None if loop is None else aio.current_task(loop)
-
-
 def current() -> tuple[Process, ThreadState]:
     """The calling process and thread state; raises if the process is dead.
 
     Outside any process: an asyncio task running here gets a process of its
     own (one per task), a plain thread one of its own (one per thread).
     """
-    ts = thread_state()
+    ts: ThreadState = getattr(_tls, "ts", None) or thread_state()  # no Python call once made
     proc: Process | None = ts.proc  # type: ignore[assignment]
     if proc is None:
         proc = _outside(ts)
@@ -145,10 +133,18 @@ def current() -> tuple[Process, ThreadState]:
 
 
 def _outside(ts: ThreadState) -> Process:
-    """The process of the asyncio task or plain thread calling, outside any process's code."""
-    rt = current_runtime()
-    task = running_task()
-    if task is not None:
+    """The process of the asyncio task or plain thread calling, outside any process's code.
+
+    The asyncio task is looked up only if asyncio was imported (no loop can
+    run otherwise): a dictionary lookup for a plain script.
+    """
+    try:
+        rt = _stack[-1]  # current_runtime() without its call, while a ``with`` block is open
+    except IndexError:
+        rt = current_runtime()
+    aio = sys.modules.get("asyncio")
+    loop = None if aio is None else aio._get_running_loop()
+    if loop is not None and (task := aio.current_task(loop)) is not None:  # type: ignore[union-attr]
         procs = ts.task_procs
         proc: Process | None = procs.get((rt, task)) if procs else None  # type: ignore[assignment]
         return rt.task_process(ts, task) if proc is None else proc
@@ -227,7 +223,8 @@ def _spawn_body(
     proc = me.rt.new_process(reactive=False, parent=me.pid, label=label or describe(fn))
     proc.callers = me.heirs() if callers is None else callers
     # The body runs in a copy of the spawner's contextvars, as an asyncio task does.
-    proc._body = (contextvars.copy_context().run, (fn, *args), kwargs)
+    proc.ctx = contextvars.copy_context()
+    proc._body = (fn, args, kwargs)
     if mailbox_limit is not None:
         proc.bound(mailbox_limit, on_full)
     if link:

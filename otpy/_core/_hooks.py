@@ -20,7 +20,7 @@ from .._exceptions import ExitError, NoProcError, StartError, Timeout
 from . import _process
 from ._api import NameResolver, _outside, _spawn_body, check_mailbox, current, resolve
 from ._process import MAX_INLINE_DEPTH, Call, Process, ProcessExit, Reply, describe, raise_dead
-from ._scheduler import ThreadState, thread_state
+from ._scheduler import ThreadState, _tls, thread_state
 from ._types import Pid
 
 __all__ = [
@@ -178,7 +178,7 @@ def spawn_reactive(
     proc.callers = me.heirs() if callers is None else callers
     proc.behaviour = behaviour
     ctx = contextvars.copy_context()
-    proc.ctx = ctx if len(ctx) else None  # see Process._in_context
+    proc.ctx = ctx if len(ctx) else None  # see Process._guarded
     if mailbox_limit is not None:
         proc.bound(mailbox_limit, on_full)
     proc._handler = handler
@@ -233,7 +233,7 @@ def send_quiet(dest: object, message: Any) -> None:
     if type(dest) is Pid:
         proc = dest._proc
         if proc is not None:
-            ts = thread_state()
+            ts = getattr(_tls, "ts", None) or thread_state()  # no Python call once made
             me: Process | None = ts.proc  # type: ignore[assignment]
             if me is not None and not me.alive:
                 raise_dead(me, ts)  # the code of a dead process sends nothing more
@@ -267,7 +267,9 @@ def call(dest: object, request: Any, timeout: float | None, what: str | Callable
     when an error needs it).
     """
     me, ts = current()
-    target = resolve(dest, me.rt)
+    target = dest._proc if type(dest) is Pid else None  # resolve(dest) for a pid, without the call
+    if target is None:
+        target = resolve(dest, me.rt)
     if target is None or not target.alive:
         raise NoProcError(dest, what if isinstance(what, str) else what())
     answer = _process.call(me, ts, target, request, timeout, what)
@@ -463,7 +465,9 @@ def run_inline(dest: Pid, message: Any) -> bool:
     otherwise. A crash is ``dest``'s crash, not the caller's.
     """
     me, ts = current()
-    proc = resolve(dest, me.rt)
+    proc = dest._proc if type(dest) is Pid else None  # resolve(dest) for a pid, without the call
+    if proc is None:
+        proc = resolve(dest, me.rt)
     if proc is None or not proc.reactive or ts.depth >= MAX_INLINE_DEPTH or not proc.try_claim():
         return False
     proc.run_inline(message, ts)

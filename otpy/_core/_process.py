@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import DeadlockError, ExitError, MailboxFullError, NoProcError, Timeout
 from ..telemetry import _handlers_for
 from ..telemetry import execute as _emit
-from ._scheduler import SLOT_COST, ThreadState, thread_start_lock, thread_state
+from ._scheduler import SLOT_COST, ThreadState, _tls, thread_start_lock, thread_state
 from ._types import KILL, KILLED, NORMAL, Down, Exit, Pid, Ref, is_normal_exit
 
 if TYPE_CHECKING:
@@ -206,7 +206,12 @@ class Call(Reply):
     __slots__ = ("pid", "request", "waker")
 
     def __init__(self, request: Any, pid: Pid, waker: Callable[[], None] | None = None) -> None:
-        super().__init__()
+        # Reply.__init__'s fields, set here without its call: one Call per GenServer.call.
+        self._claim = threading.Lock()
+        self._done = done = threading.Lock()
+        done.acquire()
+        self.ok = False
+        self.value = None
         self.request = request
         self.pid = pid
         # Called once the call is resolved (a reply, a death, a timeout), for a caller
@@ -369,7 +374,8 @@ class Process:
     # without a lock to decide on an inline run, and a stale value only picks the
     # slower path), handled (messages handled; others read a moment's value), _heirs
     # (the callers of the processes it starts, made once), ctx (the contextvars
-    # context a reactive process runs in; entered only by whoever holds _sched).
+    # context the process runs in: a reactive one's is entered only by whoever holds
+    # _sched; a body's is set at spawn and dropped when the body ends).
     #
     # Written only by the process's own code, read by others without a lock:
     # _calling (the process it is blocked calling; see _check_deadlock), waker (set
@@ -594,11 +600,11 @@ class Process:
             self._run_body()
             return
         # A turn. The caller holds _sched (taken by whoever queued us).
-        ts = thread_state()
+        ts = getattr(_tls, "ts", None) or thread_state()  # no Python call once made
         # The worker's hand-off slot is open for quick processes (see _scheduler).
         ts.slot = ts.pool is not None and self.inline_cost < SLOT_COST
         try:
-            self._guarded(ts, self._in_context, self._handle_some)
+            self._guarded(ts, self._handle_some)
         finally:
             ts.slot = False
         self._release_sched()
@@ -614,6 +620,14 @@ class Process:
         ends the process with its reason; any other exception crashes it
         (logged, with the telemetry event).
 
+        ``fn`` runs in the process's contextvars context. A process started
+        from an empty context keeps none (``ctx`` is None) until its code sets
+        a variable: each run gets an empty context (the thread's spare one,
+        reused while it stays empty), which no one can tell from the one it
+        would keep, and the first run that sets a variable leaves its context
+        to the process for good. So 100,000 servers started from a plain
+        script cost no context each.
+
         Returns:
             ``(True, None)`` if ``fn`` returned; ``(False, exc)`` if it raised
             (``exc`` is None for a ProcessExit); the process has ended then.
@@ -624,7 +638,24 @@ class Process:
         left = False  # whether _leave ran (an interrupt may cut it short)
         try:
             try:
-                fn(*args)
+                ctx = self.ctx
+                if ctx is not None:
+                    ctx.run(fn, *args)
+                else:
+                    # The thread's spare empty context (taken out, so that a nested
+                    # inline run on this thread makes its own), else a new one.
+                    ctx = ts.spare_ctx
+                    if ctx is None:
+                        ctx = contextvars.Context()
+                    else:
+                        ts.spare_ctx = None
+                    try:
+                        ctx.run(fn, *args)
+                    finally:
+                        if len(ctx):
+                            self.ctx = ctx  # a variable was set: the process keeps its context
+                        else:
+                            ts.spare_ctx = ctx  # still empty: the next run here reuses it
             finally:
                 self._leave(ts, prev)
                 left = True
@@ -639,37 +670,6 @@ class Process:
             self.crash(exc)
             return False, exc
         return True, None
-
-    def _in_context(self, fn: Callable[..., None], *args: Any) -> None:
-        """Run the process's ``fn(*args)`` in its contextvars context.
-
-        A process started from an empty context keeps none (``ctx`` is None)
-        until its code sets a variable: each run gets an empty context (the
-        thread's spare one, reused while it stays empty), which no one can tell
-        from the one it would keep, and the first run
-        that sets a variable leaves its context to the process for good. So
-        100,000 servers started from a plain script cost no context each.
-        """
-        ctx = self.ctx
-        if ctx is None:
-            # The thread's spare empty context, if it has one (taken out, so that a
-            # nested inline run on this thread makes its own), else a new one.
-            ts = self._ts
-            spare = None if ts is None else ts.spare_ctx
-            if spare is not None:
-                ts.spare_ctx = None  # type: ignore[union-attr]
-                ctx = spare
-            else:
-                ctx = contextvars.Context()
-            try:
-                ctx.run(fn, *args)
-            finally:
-                if len(ctx):
-                    self.ctx = ctx  # a variable was set: the process keeps its context
-                elif ts is not None:
-                    ts.spare_ctx = ctx  # still empty: the next run on this thread reuses it
-        else:
-            ctx.run(fn, *args)
 
     def _handle_some(self) -> None:
         """One turn's work: the init if it has not run, then up to ``BUDGET`` messages.
@@ -699,55 +699,50 @@ class Process:
         # for one of them cannot fail, unless a handler moved messages aside (a selective
         # receive): then get() raises Empty and the mailbox is counted again.
         ready = 0
-        n = BUDGET
         pool = ts.pool
-        start = time.monotonic()
-        try:
-            while True:
-                if not n:
-                    self._account(BUDGET, start, ts)
-                    n = BUDGET
-                    # _pending is read without the scheduler's lock: a stale value only
-                    # makes the turn end one budget early or late.
-                    if pool is None or pool._pending:
-                        return
-                    start = time.monotonic()
-                saved = self._saved
-                if saved:
-                    msg = saved.popleft()
-                else:
-                    if not ready:
-                        ready = q.qsize()  # counting is cheaper than a get() that raises Empty
+        while True:  # a budget of messages a round
+            n = BUDGET
+            start = time.monotonic()
+            try:
+                while n:
+                    saved = self._saved
+                    if saved:
+                        msg = saved.popleft()
+                    else:
                         if not ready:
-                            break
-                    try:
-                        msg = get()
-                    except Empty:
-                        ready = 0
-                        continue
-                    ready -= 1
-                    if msg is _WAKE:
-                        break  # only a dead process gets one
-                if not self.alive:
-                    break  # a message that slipped in as it died: dropped with it
-                if ts.next:
-                    # Another message follows: the process in the slot must not wait for it.
-                    pool.flush_slot(ts)  # type: ignore[union-attr]
-                if bound is not None and _counted(msg):
-                    bound.release()
-                handler(msg)
-                n -= 1
-        finally:
-            if n < BUDGET:
-                self._account(BUDGET - n, start, ts)
-
-    def _account(self, handled: int, start: float, ts: ThreadState) -> None:
-        """``handled`` messages since ``start``: count them, time them, close a slow one's slot."""
-        self.handled += handled
-        cost = max((time.monotonic() - start) / handled, self.inline_cost * 0.5)
-        self.inline_cost = cost
-        if cost >= SLOT_COST:
-            ts.slot = False
+                            ready = q.qsize()  # counting is cheaper than a get() that raises Empty
+                            if not ready:
+                                return
+                        try:
+                            msg = get()
+                        except Empty:
+                            ready = 0
+                            continue
+                        ready -= 1
+                        if msg is _WAKE:
+                            return  # only a dead process gets one
+                    if not self.alive:
+                        return  # a message that slipped in as it died: dropped with it
+                    if ts.next:
+                        # Another message follows: the process in the slot must not wait for it.
+                        pool.flush_slot(ts)  # type: ignore[union-attr]
+                    if bound is not None and _counted(msg):
+                        bound.release()
+                    handler(msg)
+                    n -= 1
+            finally:
+                # Count and time this budget's messages; a slow process closes its slot.
+                handled = BUDGET - n
+                if handled:
+                    self.handled += handled
+                    cost = max((time.monotonic() - start) / handled, self.inline_cost * 0.5)
+                    self.inline_cost = cost
+                    if cost >= SLOT_COST:
+                        ts.slot = False
+            # The budget is used up. _pending is read without the scheduler's lock: a
+            # stale value only makes the turn end one budget early or late.
+            if pool is None or pool._pending:
+                return
 
     def _release_sched(self) -> None:
         # Invariant: only whoever holds the run flag runs the process and releases it.
@@ -796,7 +791,7 @@ class Process:
                 # It runs for as long as it takes: what waits in this thread's slot
                 # goes to the run queue first.
                 ts.pool.flush_slot(ts)  # type: ignore[union-attr]
-            _, exc = self._guarded(ts, self._in_context, fn, *args)
+            _, exc = self._guarded(ts, fn, *args)
         finally:
             ts.slot = slot
             ts.depth -= 1
@@ -810,7 +805,11 @@ class Process:
         body = self._body
         self._body = None
         assert body is not None, "this is a bug in otpy: body process run twice"
-        if self._guarded(thread_state(), self._call_body, *body)[0]:
+        try:
+            returned = self._guarded(thread_state(), self._call_body, *body)[0]
+        finally:
+            self.ctx = None  # the body's context, and what it set there, end with the body
+        if returned:
             self.die(NORMAL)
 
     def _call_body(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -1346,7 +1345,7 @@ def wait_result(
     Raises:
         Timeout: nothing within ``timeout`` (a later result is dropped).
     """
-    if not reply.done:
+    if not reply._claim.locked():  # not reply.done, without the property's call
         if not proc.set_wait(reply):
             raise_dead(proc, ts)
         try:
@@ -1438,10 +1437,16 @@ def call(
     try:
         if _inline_ok(target, ts, timeout):
             _run_call_inline(proc, ts, target, msg, timeout, what)
-            if not msg.done and not target.watch(msg):
+            answered = msg._claim.locked()  # msg.done
+            if not answered and not target.watch(msg):
                 msg.fail(target.reason)
-            if msg.done:
-                wait_result(proc, ts, msg, None, what)
+                answered = True
+            if answered:
+                # What wait_result does for a decided call, without its calls: the
+                # handler answered on this thread (or the target died meanwhile).
+                msg._done.acquire()
+                if msg.value is _ABANDONED or not proc.alive:
+                    raise_dead(proc, ts)
                 return msg
         else:
             if not target.watch(msg):
@@ -1518,8 +1523,9 @@ def _run_call_inline(
     Raises:
         Timeout: the handler overran on our thread: the caller's timeout had passed first.
     """
-    target.run_inline(msg, ts)
-    if timeout is not None and ts.elapsed > timeout:  # ts.elapsed: what run_inline took
+    target.handled += 1
+    target._run_here(ts, target._handler, msg)  # type: ignore[arg-type]  # run_inline, one call fewer
+    if timeout is not None and ts.elapsed > timeout:  # ts.elapsed: what _run_here took
         if not proc.alive:
             raise_dead(proc, ts)
         msg.settle_timeout()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextvars
+import gc
+import weakref
 
 import pytest
 
@@ -53,6 +55,23 @@ class TestSpawn:
         otpy.send(pid, "go")
         assert saw() == "at spawn"
         request_id.reset(token)
+
+    def test_what_a_process_set_in_its_context_is_freed_when_it_ends(self, runtime):
+        # The body's context ends with the body, even while its pid is still held.
+        class Held:
+            pass
+
+        refs = []
+
+        def body():
+            held = Held()
+            refs.append(weakref.ref(held))
+            request_id.set(held)  # type: ignore[arg-type]
+
+        pid, ref = otpy.spawn_monitor(body)
+        assert assert_receive(down_of(ref), WAIT).reason == "normal"
+        gc.collect()
+        assert refs[0]() is None, f"{pid!r} ended but its context still holds what it set"
 
     def test_tasks_see_the_callers_context(self, runtime):
         token = request_id.set("task")
