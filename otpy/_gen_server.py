@@ -159,6 +159,7 @@ _CAST = _CastTag()
 """A cast travels as the tuple ``(_CAST, request)``: cheaper to make than an object."""
 
 _send_quiet = core.send_quiet  # looked up once: GenServer.cast is the hottest call there is
+_INF = float("inf")
 
 
 class _SysStop:
@@ -276,7 +277,8 @@ class GenServer:
             otpy.NoProcError: the server is not alive, or the name is unknown.
             otpy.ExitError: the server died before replying (``.reason`` says why).
         """
-        t = core.check_timeout(timeout)
+        # check_timeout's own fast path, without its call: most calls pass a plain float
+        t = timeout if type(timeout) is float and 0.0 <= timeout < _INF else core.check_timeout(timeout)
         return core.call(dest, request, t, lambda: f"GenServer.call({dest!r}, {request!r})")
 
     @staticmethod
@@ -374,7 +376,7 @@ class GenServer:
                         msg.reply(result.reply)
                     self._otpy_continue(result.arg)
                     return
-                msg.reply(result)
+                msg.resolve(True, result)  # msg.reply(result), one call fewer
             elif kind is tuple and msg and msg[0] is _CAST:  # (_CAST, request): see cast
                 result = self.handle_cast(msg[1])
                 if type(result) is Continue:
