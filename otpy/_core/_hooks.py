@@ -181,7 +181,7 @@ def spawn_reactive(
     proc.ctx = ctx if len(ctx) else None  # see Process._guarded
     if mailbox_limit is not None:
         proc.bound(mailbox_limit, on_full)
-    proc._handler = handler
+    proc.set_handler(handler)
     if not inline:
         proc.inline_cost = float("inf")  # callers never run its handler on their thread
     start = _Start(proc, me, init, init_args)

@@ -61,6 +61,34 @@ def test_a_slow_server_is_no_longer_called_inline(runtime):
     assert thread != threading.get_ident(), "0.3 s > 5 s / 20: through the mailbox"
 
 
+class SlowStart(Probe):
+    def init(self, seconds):
+        time.sleep(seconds)  # noqa: SLEEP001 a slow start (a connection, say), outside otpy
+
+
+def test_a_slow_init_does_not_keep_later_calls_off_the_callers_thread(runtime):
+    # As on a pool thread, an init is not timed: it says nothing of the handlers.
+    pid = SlowStart.start(0.3)
+    thread, _ = Probe.call(pid, "where", timeout=5.0)
+    assert thread == threading.get_ident()
+
+
+def test_a_handler_that_is_not_a_bound_method_handles_every_message(runtime):
+    seen = []
+    done = threading.Event()
+
+    def handle(msg):
+        seen.append(msg)
+        if len(seen) == 3:
+            done.set()
+
+    pid = otpy._core.spawn_reactive(handle)
+    for i in range(3):
+        otpy.send(pid, i)
+    assert done.wait(5)
+    assert seen == [0, 1, 2]
+
+
 def test_a_crash_in_an_inline_handler_is_the_servers_crash_not_the_callers(runtime, caplog):
     pid, ref = otpy.spawn_monitor(lambda: None)  # warm up: a monitor to compare with
     otpy.receive(timeout=5)

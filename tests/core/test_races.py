@@ -150,3 +150,61 @@ def test_a_thousand_kills_of_processes_busy_in_calls_leave_no_process_behind(run
         )
     assert Echo.call(server, "still here") == "still here"
     assert set(otpy.processes()) == {otpy.self(), server}
+
+
+class Tally(otpy.GenServer):
+    """Counts its casts; a call answers the count."""
+
+    def init(self):
+        self.n = 0
+
+    def handle_cast(self, request):
+        self.n += 1
+
+    def handle_call(self, request, caller):
+        return self.n
+
+
+def test_first_messages_racing_to_a_process_with_no_mailbox_yet_are_all_kept(runtime):
+    # A process gets its mailbox with its first message; senders that race to be
+    # first must all put into the one mailbox that stays.
+    senders, each = 4, 25
+    for _ in range(200):
+        pid = Tally.start()
+        assert pid._proc._q.__class__.__name__ == "_NoMailbox"
+        go = threading.Barrier(senders)
+
+        def send(pid=pid, go=go):
+            go.wait()
+            for _ in range(each):
+                otpy.GenServer.cast(pid, "+1")
+
+        threads = [threading.Thread(target=send) for _ in range(senders)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert otpy.GenServer.call(pid, "count") == senders * each
+        otpy.GenServer.stop(pid)
+
+
+def test_a_plain_process_waiting_for_its_first_message_is_woken_by_it_or_by_its_death(runtime):
+    me = otpy.self()
+
+    def first(got):
+        got.append(otpy.receive(timeout=5))
+        otpy.send(me, "done")
+
+    for _ in range(200):
+        got: list[object] = []
+        pid = otpy.spawn(first, got)
+        threading.Thread(target=otpy.send, args=(pid, "first")).start()
+        assert otpy.receive(timeout=5, match=lambda m: m == "done") == "done"
+        assert got == ["first"]
+        waiting = otpy.spawn(otpy.receive)
+        ref = otpy.monitor(waiting)
+        otpy.exit(waiting, "kill")
+        down = otpy.receive(
+            timeout=5, match=lambda m, r=ref: isinstance(m, otpy.Down) and m.ref == r
+        )
+        assert down.reason == "killed"
