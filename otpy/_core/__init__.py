@@ -39,8 +39,10 @@ after every lock is released).
 ``_runtime._global_lock``   the stack of ``with``-entered runtimes, the default one
 ``Runtime._lock``           the process table, names, zombies, shutdown state
 ``Process._lock``           one process's alive flag, reason, name, trap flag,
-                            links, monitors, watchers, hooks, current wait; two
-                            process locks are taken lower pid first
+                            links, monitors, watchers, hooks, current wait; one
+                            of ``LOCK_STRIPES`` locks that processes share (pid
+                            id modulo), so two are taken only by
+                            ``_process._lock_order`` (a shared one once)
 ``Scheduler._lock``         the pool's counters and worker list
 ``_Bound.lock``             a bounded mailbox's count, drops and blocked senders
 ``TimerWheel._cond``        the timer heap (actions run after it is released)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -208,3 +209,53 @@ def test_a_plain_process_waiting_for_its_first_message_is_woken_by_it_or_by_its_
             timeout=5, match=lambda m, r=ref: isinstance(m, otpy.Down) and m.ref == r
         )
         assert down.reason == "killed"
+
+
+def test_links_between_processes_that_share_lock_stripes_never_deadlock(runtime, monkeypatch):
+    # Process locks are striped: with 3 stripes, most pairs share one or take two in
+    # an order unrelated to their pids. Threads linking and unlinking every pair in
+    # both directions, and killing some, must all finish.
+    from otpy._core import _process
+
+    monkeypatch.setattr(_process, "LOCK_STRIPES", 3)
+    monkeypatch.setattr(_process, "_STRIPES", [threading.Lock() for _ in range(3)])
+    procs = [otpy.spawn(_idle) for _ in range(12)]
+    assert len({p._proc._lock for p in procs}) == 3
+    errors: list[BaseException] = []
+
+    def churn(offset: int) -> None:
+        try:
+            me = otpy.self()
+            otpy.trap_exits(True)
+            for round_ in range(300):
+                a = procs[(round_ + offset) % len(procs)]
+                b = procs[(round_ * 7 + offset * 5) % len(procs)]
+                a_proc, b_proc = a._proc, b._proc
+                if a_proc is not b_proc:
+                    a_proc.add_link(b_proc)
+                    b_proc.remove_link(a_proc)
+                try:
+                    otpy.link(a)
+                    otpy.unlink(a)
+                except otpy.NoProcError:
+                    pass
+            assert me._proc.alive
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=churn, args=(i,), daemon=True) for i in range(4)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads inside the locked sections too
+    try:
+        for thread in threads:
+            thread.start()
+        for victim in procs[::4]:
+            otpy.exit(victim, "kill")
+        for thread in threads:
+            thread.join(10)
+    finally:
+        sys.setswitchinterval(switch)
+    assert not any(thread.is_alive() for thread in threads), "a link deadlocked"
+    assert errors == []
+    for pid in procs:
+        otpy.exit(pid, "kill")
