@@ -597,6 +597,8 @@ class AsyncStream(Iterator[Result]):
                 behaviour="Task",
             )
         assert pid is not None
+        if not self._refs:
+            core.prepare_kill_later(pid)  # for __del__
         self._refs[pid] = core.monitor(pid)
         return pid
 
@@ -686,7 +688,8 @@ class AsyncStream(Iterator[Result]):
 
     def __del__(self) -> None:
         # Dropped before it was exhausted or closed: stop the workers, from whatever
-        # thread the garbage collector runs on (so no otpy call that needs a process).
+        # thread the garbage collector runs on, maybe inside a runtime lock (so no
+        # otpy call that needs a process or a lock: the timer thread kills them).
         if not getattr(self, "_closed", True):
             for worker in list(self._refs):
-                core.kill_quietly(worker, unlink=self._owner)
+                core.kill_later(worker, unlink=self._owner)

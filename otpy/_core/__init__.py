@@ -45,7 +45,7 @@ after every lock is released).
                             ``_process._lock_order`` (a shared one once)
 ``Scheduler._lock``         the pool's counters and worker list
 ``_Bound.lock``             a bounded mailbox's count, drops and blocked senders
-``TimerWheel._cond``        the timer heap (actions run after it is released)
+``TimerWheel._lock``        the timer heap (actions run after it is released)
 ``Scheduler._watch``        the slot watcher's worker list and sleep (it
                             releases it before queueing what it took)
 ``thread_start_lock``       held while the runtime starts a thread (no
@@ -155,10 +155,12 @@ from ._hooks import (
     disarm,
     end_task,
     host_task,
+    kill_later,
     kill_quietly,
     on_exit,
     parent,
     poll,
+    prepare_kill_later,
     run_inline,
     send_quiet,
     set_data,
@@ -226,12 +228,14 @@ __all__ = [
     "host_task",
     "is_alive",
     "is_normal_exit",
+    "kill_later",
     "kill_quietly",
     "link",
     "monitor",
     "on_exit",
     "parent",
     "poll",
+    "prepare_kill_later",
     "process_info",
     "processes",
     "receive",

@@ -13,6 +13,7 @@ or an asyncio task gets one on first use) and stops a dead one's code there.
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -38,10 +39,12 @@ __all__ = [
     "disarm",
     "end_task",
     "host_task",
+    "kill_later",
     "kill_quietly",
     "on_exit",
     "parent",
     "poll",
+    "prepare_kill_later",
     "run_inline",
     "send_quiet",
     "set_data",
@@ -327,6 +330,9 @@ def arm(waiter: Waiter) -> None:
     if not me.set_wait(waiter):
         raise_dead(me, ts)
     me.waker = waiter.wake
+    # The caller polls the mailbox after this: it must poll the one senders put into
+    # (a real queue, whose internal lock orders the waker's store before that look).
+    me.mailbox()
 
 
 def disarm() -> None:
@@ -486,6 +492,27 @@ def kill_quietly(pid: Pid, unlink: Pid | None = None) -> None:
     if unlink is not None and unlink._proc is not None and unlink._proc is not proc:
         proc.remove_link(unlink._proc)
     proc.exit_signal(proc.rt.root, "kill")
+
+
+def kill_later(pid: Pid, unlink: Pid | None = None) -> None:
+    """:func:`kill_quietly`, for a finaliser: done soon by the runtime's timer thread.
+
+    The garbage collector runs finalisers inside whatever allocation a thread
+    makes, also while that thread holds a process lock (shared by many
+    processes: see ``_process``) or the runtime's: killing right there could
+    wait for that lock forever. This takes no lock. The owner of the object
+    whose finaliser calls it calls :func:`prepare_kill_later` first.
+    """
+    proc = pid._proc
+    if proc is not None:
+        proc.rt.timers.defer(functools.partial(kill_quietly, pid, unlink))
+
+
+def prepare_kill_later(pid: Pid) -> None:
+    """Make sure :func:`kill_later` of ``pid`` will be carried out (outside any finaliser)."""
+    proc = pid._proc
+    if proc is not None:
+        proc.rt.timers.start()
 
 
 def on_exit(pid: Pid, hook: Callable[[Pid, Any], None]) -> bool:

@@ -628,10 +628,14 @@ class Process:
 
     def mailbox(self) -> SimpleQueue[Any]:
         """The mailbox, made now if the process has none yet (two first senders make one)."""
+        q = self._q
+        if q is not _NO_MAILBOX:
+            return q
+        new: SimpleQueue[Any] = SimpleQueue()  # made outside the lock: see kill_later
         with self._lock:
             q = self._q
             if q is _NO_MAILBOX:
-                q = self._q = SimpleQueue()
+                q = self._q = new
             return q
 
     def queue_len(self) -> int:

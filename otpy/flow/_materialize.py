@@ -373,6 +373,8 @@ class FlowIterator(Iterator[T]):
         try:
             producers = start(node, self._pids)
         finally:
+            if self._pids:
+                core.prepare_kill_later(self._pids[0])  # for __del__
             for pid in self._pids:  # also those started before a failed start
                 ref = core.monitor(pid)
                 self._refs.append(ref)
@@ -431,7 +433,8 @@ class FlowIterator(Iterator[T]):
                     break
 
     def __del__(self) -> None:
-        # Dropped unfinished: stop the processes from whatever thread the collector runs on.
+        # Dropped unfinished: stop the processes from whatever thread the collector runs
+        # on, maybe inside a runtime lock (so the timer thread kills them).
         if not getattr(self, "_closed", True) and self._owner is not None:
             for pid in self._pids:
-                core.kill_quietly(pid, unlink=self._owner)
+                core.kill_later(pid, unlink=self._owner)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import weakref
 
 import pytest
 
@@ -259,3 +260,40 @@ def test_links_between_processes_that_share_lock_stripes_never_deadlock(runtime,
     assert errors == []
     for pid in procs:
         otpy.exit(pid, "kill")
+
+
+def test_a_finaliser_that_kills_while_its_thread_holds_the_stripe_does_not_deadlock(runtime):
+    # The garbage collector runs finalisers inside any allocation, also one made with a
+    # process lock held; an unfinished async_stream's finaliser kills its workers there.
+    from otpy._core import _hooks, _process
+
+    target = otpy.spawn(_idle)
+    ref = otpy.monitor(target)
+    proc = target._proc
+    _hooks.prepare_kill_later(target)
+    sharing = [p for p in _process._STRIPES if p is proc._lock]
+    assert sharing, "the process's lock is one of the stripes"
+    with proc._lock:  # as if the collector ran a finaliser here
+        _hooks.kill_later(target)  # returns at once: the timer thread kills
+    down = otpy.receive(timeout=5, match=lambda m: isinstance(m, otpy.Down) and m.ref == ref)
+    assert down.reason == "killed"
+
+
+def test_an_unfinished_stream_dropped_in_a_cycle_has_its_workers_killed(runtime):
+    import gc
+
+    # One item at a time: after the first, nothing is in flight (a job in a worker, or a
+    # result in our mailbox, would keep the stream alive) and its worker waits idle.
+    stream = otpy.Task.async_stream(range(100), lambda x: x, max_concurrency=1)
+    assert next(stream) == ("ok", 0)
+    workers = list(stream._refs)
+    assert workers
+    refs = [otpy.monitor(w) for w in workers]
+    cycle = [stream]
+    cycle.append(cycle)  # only the collector frees it
+    collected = weakref.ref(stream)
+    del stream, cycle
+    gc.collect()
+    assert collected() is None
+    for ref in refs:
+        otpy.receive(timeout=5, match=lambda m, r=ref: isinstance(m, otpy.Down) and m.ref == r)

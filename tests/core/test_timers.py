@@ -80,3 +80,33 @@ def test_close_cancels_pending_timers_and_joins_the_thread():
     assert not any(t.name == "closing-timers" for t in threading.enumerate())
     assert wheel.schedule(0.0, fired.set).read() is None  # after close: never runs
     assert not fired.wait(0.1)
+
+
+def test_a_deferred_action_runs_on_the_timer_thread_between_timers(wheel):
+    ran: list[str] = []
+    done = threading.Event()
+    wheel.start()
+    wheel.schedule(30, lambda: ran.append("never"))  # the thread sleeps towards this one
+    wheel.defer(lambda: (ran.append(threading.current_thread().name), done.set()))
+    assert done.wait(5), "a deferred action did not wake the sleeping timer thread"
+    assert ran == ["test-timers"]
+
+
+def test_a_deferred_action_waits_for_the_thread_to_start_and_never_runs_after_close():
+    wheel = TimerWheel("test")
+    ran = threading.Event()
+    wheel.defer(ran.set)  # no thread yet: defer() starts none (a finaliser cannot)
+    assert not ran.wait(0.05)
+    wheel.start()
+    assert ran.wait(5)
+    wheel.close()
+    late = threading.Event()
+    wheel.defer(late.set)
+    assert not late.wait(0.05)
+
+
+def test_a_new_earliest_timer_wakes_the_thread_from_a_later_deadline(wheel):
+    done = threading.Event()
+    wheel.schedule(30, lambda: None)
+    wheel.schedule(0.01, done.set)
+    assert done.wait(5)
