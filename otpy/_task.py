@@ -597,9 +597,10 @@ class AsyncStream(Iterator[Result]):
                 behaviour="Task",
             )
         assert pid is not None
-        if not self._refs:
-            core.prepare_kill_later(pid)  # for __del__
+        first = not self._refs
         self._refs[pid] = core.monitor(pid)
+        if first:
+            core.prepare_kill_later(pid)  # for __del__ (close() stops the worker if this raises)
         return pid
 
     def _is_mine(self, msg: Any) -> bool:

@@ -105,10 +105,9 @@ class TimerWheel:
             if self._closed:
                 timer._state = 2
                 return timer
-            heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
             if self._thread is None:
-                self._start_thread()
-                return timer
+                self._start_thread()  # raises (nothing scheduled) if no thread can start
+            heapq.heappush(self._heap, (timer.deadline, next(self._seq), timer))
             earliest = self._heap[0][2] is timer
         if earliest:
             self._wake.put(None)
@@ -129,10 +128,12 @@ class TimerWheel:
         self._wake.put(action)
 
     def _start_thread(self) -> None:
-        # Called with _lock held.
-        self._thread = threading.Thread(target=self._loop, name=f"{self._name}-timers", daemon=True)
+        # Called with _lock held. _thread is set only once the thread runs, so a failed
+        # start (no thread to be had now) is tried again by the next schedule() or start().
+        thread = threading.Thread(target=self._loop, name=f"{self._name}-timers", daemon=True)
         with thread_start_lock:  # see there
-            self._thread.start()
+            thread.start()
+        self._thread = thread
 
     def _cancel(self, timer: Timer) -> float | None:
         with self._lock:

@@ -373,12 +373,12 @@ class FlowIterator(Iterator[T]):
         try:
             producers = start(node, self._pids)
         finally:
-            if self._pids:
-                core.prepare_kill_later(self._pids[0])  # for __del__
             for pid in self._pids:  # also those started before a failed start
                 ref = core.monitor(pid)
                 self._refs.append(ref)
                 self._matcher.refs.add(ref)
+        if self._pids:
+            core.prepare_kill_later(self._pids[0])  # for __del__
         me = core.self()
         subs: dict[Ref, tuple[Pid, Demand]] = {}
         for pid in producers:  # subscribe as a stage consumer does (automatic demand)

@@ -110,3 +110,24 @@ def test_a_new_earliest_timer_wakes_the_thread_from_a_later_deadline(wheel):
     wheel.schedule(30, lambda: None)
     wheel.schedule(0.01, done.set)
     assert done.wait(5)
+
+
+def test_a_timer_thread_that_cannot_start_is_started_by_the_next_timer(monkeypatch):
+    wheel = TimerWheel("test")
+    real_start = threading.Thread.start
+    calls = []
+
+    def failing_once(thread):
+        calls.append(thread.name)
+        if len(calls) == 1:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", failing_once)
+    with pytest.raises(RuntimeError):
+        wheel.schedule(0.01, lambda: None)
+    assert wheel._heap == [], "a timer whose thread could not start stays behind"
+    done = threading.Event()
+    wheel.schedule(0.01, done.set)
+    assert done.wait(5)
+    wheel.close()  # joins the thread that did start
