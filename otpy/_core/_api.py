@@ -123,7 +123,10 @@ def current() -> tuple[Process, ThreadState]:
     Outside any process: an asyncio task running here gets a process of its
     own (one per task), a plain thread one of its own (one per thread).
     """
-    ts: ThreadState = getattr(_tls, "ts", None) or thread_state()  # no Python call once made
+    try:
+        ts: ThreadState = _tls.ts  # thread_state() without its call, once made
+    except AttributeError:
+        ts = thread_state()
     proc: Process | None = ts.proc  # type: ignore[assignment]
     if proc is None:
         proc = _outside(ts)

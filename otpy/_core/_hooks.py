@@ -236,7 +236,10 @@ def send_quiet(dest: object, message: Any) -> None:
     if type(dest) is Pid:
         proc = dest._proc
         if proc is not None:
-            ts = getattr(_tls, "ts", None) or thread_state()  # no Python call once made
+            try:
+                ts: ThreadState = _tls.ts  # thread_state() without its call, once made
+            except AttributeError:
+                ts = thread_state()
             me: Process | None = ts.proc  # type: ignore[assignment]
             if me is not None and not me.alive:
                 raise_dead(me, ts)  # the code of a dead process sends nothing more

@@ -678,7 +678,10 @@ class Process:
             self._run_body()
             return
         # A turn. The caller holds _sched (taken by whoever queued us).
-        ts = getattr(_tls, "ts", None) or thread_state()  # no Python call once made
+        try:
+            ts: ThreadState = _tls.ts  # thread_state() without its call, once made
+        except AttributeError:
+            ts = thread_state()
         # The worker's hand-off slot is open for quick processes (see _scheduler).
         ts.slot = ts.pool is not None and self.inline_cost < SLOT_COST
         try:
