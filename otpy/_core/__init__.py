@@ -103,7 +103,7 @@ A message that a worker's turn sends to an idle process makes that process
 runnable; while the turn belongs to a quick process (``SLOT_COST``), the
 first such process waits in the worker's slot (``ThreadState.next``) and
 runs on the same thread right after the turn, instead of waking another
-worker (``Scheduler.submit``, ``Scheduler._run_slot``). The slot goes to the
+worker (``Scheduler.submit``, ``Scheduler._run_chain``). The slot goes to the
 run queue before the turn handles another message and before the worker
 blocks in an otpy wait (``blocking_wait``) or runs another process's code
 inline (``Process._run_here``); a turn that blocks where otpy cannot see it

@@ -22,7 +22,7 @@ from .._exceptions import NoProcError
 from . import _process
 from ._process import Process, describe, raise_dead
 from ._runtime import Runtime, _stack, current_runtime
-from ._scheduler import ThreadState, _tls, thread_state
+from ._scheduler import ThreadState, _tls
 from ._timers import Timer
 from ._types import NOPROC, Down, Exit, Pid, Ref, check_timeout
 
@@ -123,10 +123,7 @@ def current() -> tuple[Process, ThreadState]:
     Outside any process: an asyncio task running here gets a process of its
     own (one per task), a plain thread one of its own (one per thread).
     """
-    try:
-        ts: ThreadState = _tls.ts  # thread_state() without its call, once made
-    except AttributeError:
-        ts = thread_state()
+    ts = _tls.ts  # thread_state(), without the call: every otpy call starts here
     proc: Process | None = ts.proc  # type: ignore[assignment]
     if proc is None:
         proc = _outside(ts)

@@ -236,10 +236,7 @@ def send_quiet(dest: object, message: Any) -> None:
     if type(dest) is Pid:
         proc = dest._proc
         if proc is not None:
-            try:
-                ts: ThreadState = _tls.ts  # thread_state() without its call, once made
-            except AttributeError:
-                ts = thread_state()
+            ts = _tls.ts  # thread_state(), without the call
             me: Process | None = ts.proc  # type: ignore[assignment]
             if me is not None and not me.alive:
                 raise_dead(me, ts)  # the code of a dead process sends nothing more
@@ -474,9 +471,7 @@ def run_inline(dest: Pid, message: Any) -> bool:
     otherwise. A crash is ``dest``'s crash, not the caller's.
     """
     me, ts = current()
-    proc = dest._proc if type(dest) is Pid else None  # resolve(dest) for a pid, without the call
-    if proc is None:
-        proc = resolve(dest, me.rt)
+    proc = resolve(dest, me.rt)
     if proc is None or not proc.reactive or ts.depth >= MAX_INLINE_DEPTH or not proc.try_claim():
         return False
     proc.run_inline(message, ts)

@@ -678,10 +678,7 @@ class Process:
             self._run_body()
             return
         # A turn. The caller holds _sched (taken by whoever queued us).
-        try:
-            ts: ThreadState = _tls.ts  # thread_state() without its call, once made
-        except AttributeError:
-            ts = thread_state()
+        ts = _tls.ts  # thread_state(), without the call
         # The worker's hand-off slot is open for quick processes (see _scheduler).
         ts.slot = ts.pool is not None and self.inline_cost < SLOT_COST
         try:

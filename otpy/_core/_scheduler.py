@@ -160,7 +160,18 @@ class _ThreadEnd:
             proc.die("normal")  # type: ignore[attr-defined]
 
 
-_tls = threading.local()
+class _ThreadLocal(threading.local):
+    """Each thread's :class:`ThreadState`, made on the thread's first look (``_tls.ts``).
+
+    The hot paths read ``_tls.ts`` directly: an attribute, not a call.
+    """
+
+    def __init__(self) -> None:
+        self.ts = ts = ThreadState()
+        self.end = _ThreadEnd(ts)
+
+
+_tls = _ThreadLocal()
 
 thread_start_lock = threading.Lock()
 """Held while the runtime starts a thread, and while it interrupts one.
@@ -179,12 +190,7 @@ def _left(deadline: float | None) -> float | None:
 
 def thread_state() -> ThreadState:
     """The calling thread's :class:`ThreadState`, made on first use."""
-    try:
-        return _tls.ts  # type: ignore[no-any-return]
-    except AttributeError:
-        ts = _tls.ts = ThreadState()
-        _tls.end = _ThreadEnd(ts)
-        return ts
+    return _tls.ts
 
 
 class Runnable(Protocol):
@@ -419,25 +425,22 @@ class Scheduler:
                         self._total -= 1
                         self._workers.discard(threading.current_thread())
                     return
-                self._run(item)
-                if ts.next:
-                    self._run_slot(ts)
+                self._run_chain(item, ts)
         finally:
             ts.pool = None
             with self._watch:
                 self._states.discard(ts)
 
-    @staticmethod
-    def _run(item: Runnable) -> None:
-        try:
-            item.run()
-        except BaseException:
-            _log.critical("this is a bug in otpy: %r escaped its run()", item, exc_info=True)
-
-    def _run_slot(self, ts: ThreadState) -> None:
-        """Run what the turns of this worker put in its slot, one after the other."""
-        chain = 0
-        while ts.next:
+    def _run_chain(self, item: Runnable, ts: ThreadState) -> None:
+        """Run ``item``, then what the turns of this worker put in its slot, one after the other."""
+        chain = 0  # slot runs so far
+        while True:
+            try:
+                item.run()
+            except BaseException:
+                _log.critical("this is a bug in otpy: %r escaped its run()", item, exc_info=True)
+            if not ts.next:
+                return
             # _pending is read without the lock: a stale value only changes when a
             # long chain gives way to queued work, never whether the item runs.
             if chain >= SLOT_CHAIN and self._pending:
@@ -447,10 +450,6 @@ class Scheduler:
                 item = ts.next.pop()
             except IndexError:
                 return  # the watcher queued it
-            try:
-                item.run()  # as _run(item), one call fewer on a ring's every hop
-            except BaseException:
-                _log.critical("this is a bug in otpy: %r escaped its run()", item, exc_info=True)
             chain += 1
 
     # -- shutdown ----------------------------------------------------------
