@@ -51,7 +51,7 @@ from collections import deque
 from collections.abc import Callable
 from queue import Empty, SimpleQueue
 from types import MethodType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import DeadlockError, ExitError, MailboxFullError, NoProcError, Timeout
 from ..telemetry import _handlers_for
@@ -153,32 +153,35 @@ def _call_plain(fn: Callable[[Any], None], msg: Any) -> None:
     fn(msg)
 
 
-class _NoMailbox:
+class _NoMailbox(SimpleQueue):  # type: ignore[type-arg]
     """The mailbox of a process that was never sent a message: empty, made on the first put.
 
     A ``SimpleQueue`` costs about 160 bytes, and a server that is only ever
     called inline, or waits idle, never needs one: 100,000 of them are 16 MB
-    lighter. Readers take it for an empty queue; a sender or a receiver that
-    is about to wait swaps in a real one first (:meth:`Process.mailbox`).
+    lighter. Every such process shares this one, a ``SimpleQueue`` that stays
+    empty: readers use it as it is (``empty``, ``qsize`` and ``get_nowait``
+    are the queue's own, C-speed methods on the hottest paths), and a sender
+    or a receiver that is about to wait swaps in a real one first
+    (:meth:`Process.mailbox`). Putting into it, or waiting on it, is a bug.
     """
 
     __slots__ = ()
 
-    def empty(self) -> bool:
-        return True
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        raise AssertionError("this is a bug in otpy: a put into the shared empty mailbox")
 
-    def qsize(self) -> int:
-        return 0
+    def put_nowait(self, item: Any) -> None:
+        self.put(item)
 
-    def get_nowait(self) -> Any:
-        raise Empty
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        raise AssertionError("this is a bug in otpy: a wait on the shared empty mailbox")
 
     def __repr__(self) -> str:
         return "<otpy no mailbox yet>"
 
 
-_NO_MAILBOX: SimpleQueue[Any] = cast("SimpleQueue[Any]", _NoMailbox())
-"""Every process's ``_q`` until its first message (it has no put() or get())."""
+_NO_MAILBOX: SimpleQueue[Any] = _NoMailbox()
+"""Every process's ``_q`` until its first message."""
 _ABANDONED = object()
 
 

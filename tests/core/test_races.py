@@ -190,6 +190,30 @@ def test_first_messages_racing_to_a_process_with_no_mailbox_yet_are_all_kept(run
         otpy.GenServer.stop(pid)
 
 
+def test_processes_without_a_mailbox_share_one_that_refuses_puts_and_stays_empty(runtime):
+    # The shared stand-in is a real SimpleQueue for readers (C-speed empty/qsize/get_nowait);
+    # a put or a wait on it would be a bug, and must say so instead of mixing mailboxes.
+    from queue import Empty
+
+    a, b = Tally.start(), Tally.start()
+    shared = a._proc._q
+    assert shared is b._proc._q
+    assert shared.empty() and shared.qsize() == 0
+    with pytest.raises(Empty):
+        shared.get_nowait()
+    with pytest.raises(AssertionError, match="shared empty mailbox"):
+        shared.put("lost")
+    with pytest.raises(AssertionError, match="shared empty mailbox"):
+        shared.put_nowait("lost")
+    with pytest.raises(AssertionError, match="shared empty mailbox"):
+        shared.get(timeout=0.01)
+    assert shared.empty()
+    otpy.GenServer.cast(a, "+1")  # the first message gives a its own mailbox
+    assert otpy.GenServer.call(a, "count") == 1
+    assert a._proc._q is not shared and b._proc._q is shared
+    assert otpy.GenServer.call(b, "count") == 0
+
+
 def test_a_plain_process_waiting_for_its_first_message_is_woken_by_it_or_by_its_death(runtime):
     me = otpy.self()
 
