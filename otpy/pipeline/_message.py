@@ -93,16 +93,13 @@ _ACKER_TYPES: set[type] = {NoopAcknowledger}
 
 
 def _check_acknowledger(value: object) -> None:
+    """The full check of a message's acknowledger (``Message.__init__`` passes known kinds)."""
     if not (type(value) is tuple and len(value) == 3):
         raise TypeError(
             f"a message's acknowledger is (acknowledger, ack_ref, ack_data); got {value!r}"
         )
     acknowledger = value[0]
     kind = type(acknowledger)
-    if kind in _ACKER_TYPES:
-        own = getattr(acknowledger, "__dict__", None)
-        if own is None or "ack" not in own:  # not shadowed by an instance attribute
-            return
     if not callable(getattr(acknowledger, "ack", None)):
         raise TypeError(
             f"the acknowledger of a message needs an ack(ack_ref, successful, failed) method; "
@@ -172,8 +169,13 @@ class Message:
             raise TypeError(f"a message's metadata is a dict (or None); got {metadata!r}")
         if acknowledger is None:
             acknowledger = _NOOP_ACK
-        else:
-            _check_acknowledger(acknowledger)
+        elif (
+            type(acknowledger) is not tuple
+            or len(acknowledger) != 3
+            or type(acknowledger[0]) not in _ACKER_TYPES
+            or "ack" in getattr(acknowledger[0], "__dict__", ())  # an instance's own ack
+        ):
+            _check_acknowledger(acknowledger)  # a kind not seen yet, or a wrong value
         if batch_mode != "bulk":
             _check_mode(batch_mode)
         if status != "ok":
@@ -294,11 +296,16 @@ def ack_messages(successful: Sequence[Message], failed: Sequence[Message]) -> in
         # The common case, one producer: every message has the first one's acknowledger
         # and ack_ref (the same objects), so they form one group without any hashing.
         acknowledger, ack_ref, _ = first.acknowledger
-        if all(
-            m.acknowledger[0] is acknowledger and m.acknowledger[1] is ack_ref
-            for part in (successful, failed)
-            for m in part
-        ):
+        one = True
+        for part in (successful, failed):  # a loop, not all(...): no generator per message
+            for m in part:
+                ack = m.acknowledger
+                if ack[0] is not acknowledger or ack[1] is not ack_ref:
+                    one = False
+                    break
+            if not one:
+                break
+        if one:
             groups[(0, 0)] = (acknowledger, ack_ref, list(successful), list(failed))
             successful = failed = ()
     for messages, failed_side in ((successful, False), (failed, True)):
