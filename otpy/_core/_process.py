@@ -827,10 +827,11 @@ class Process:
                 return
 
     def _release_sched(self) -> None:
-        # Invariant: only whoever holds the run flag runs the process and releases it.
-        assert self._sched.locked(), "this is a bug in otpy: the run flag released twice"
-        self._sched.release()
-        if self.alive and (self._saved or not self._q.empty()) and self._sched.acquire(False):
+        # Invariant: only whoever holds the run flag runs the process and releases it
+        # (releasing it twice is a bug, and the lock says so: RuntimeError).
+        sched = self._sched
+        sched.release()
+        if self.alive and (self._saved or not self._q.empty()) and sched.acquire(False):
             self.rt.scheduler.submit(self)
 
     def try_claim(self) -> bool:
