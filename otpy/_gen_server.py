@@ -150,13 +150,17 @@ class Stop(Exception):
         self.reply = reply
 
 
-class _CastTag:
-    def __repr__(self) -> str:
-        return "<cast>"
+_CAST: Final = b"<otpy cast>"
+"""A cast travels as the tuple ``(_CAST, request)``: cheaper to make than an object.
 
-
-_CAST = _CastTag()
-"""A cast travels as the tuple ``(_CAST, request)``: cheaper to make than an object."""
+Told apart by identity: this module's own bytes object (an equal literal
+elsewhere is another object). A bytes object is not tracked by the garbage
+collector, unlike an instance of a class, so the collector stops tracking a
+cast's tuple the first time it sees that the request is not a container
+either: a mailbox holding 200,000 queued casts then costs the collector
+nothing (with a class instance as the tag, it cost a fan-in of casts about a
+fifth of its time).
+"""
 
 _send_quiet = core.send_quiet  # looked up once: GenServer.cast is the hottest call there is
 _INF = float("inf")

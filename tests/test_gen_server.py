@@ -1040,3 +1040,40 @@ class TestScale:
         assert not any(t.is_alive() for t in threads)
         assert errors == []
         assert otpy.GenServer.call(server, "stats") == (200_000, 0)
+
+
+def test_queued_casts_of_plain_requests_cost_the_garbage_collector_nothing(runtime):
+    # A cast travels as a tuple whose tag is not a tracked object, so once the collector
+    # has seen it, a cast of a str or an int is no longer tracked: a mailbox holding many
+    # queued casts adds nothing to the collector's every full pass.
+    import gc
+
+    release = threading.Event()
+
+    class Slow(otpy.GenServer):
+        def init(self):
+            self.n = 0
+
+        def handle_cast(self, request):
+            if request == "block":
+                release.wait(WAIT)
+            self.n += 1
+
+        def handle_call(self, request, caller):
+            return self.n
+
+    pid = Slow.start()
+    otpy.GenServer.cast(pid, "block")
+    wait_until(lambda: otpy.process_info(pid).status == "running")
+    try:
+        gc.collect()
+        before = sum(1 for o in gc.get_objects() if type(o) is tuple)
+        for i in range(10_000):
+            otpy.GenServer.cast(pid, i)  # queued behind the blocked handler
+        assert otpy.process_info(pid).message_queue_len >= 10_000
+        gc.collect()
+        after = sum(1 for o in gc.get_objects() if type(o) is tuple)
+        assert after - before < 100, f"{after - before} queued casts are still tracked"
+    finally:
+        release.set()
+    assert otpy.GenServer.call(pid, "count") == 10_001
