@@ -283,7 +283,7 @@ class GenServer:
         """
         # check_timeout's own fast path, without its call: most calls pass a plain float
         t = timeout if type(timeout) is float and 0.0 <= timeout < _INF else core.check_timeout(timeout)
-        return core.call(dest, request, t, lambda: f"GenServer.call({dest!r}, {request!r})")
+        return core.call(dest, request, t, ("GenServer.call", dest, request))
 
     @staticmethod
     def cast(dest: object, request: Any) -> None:

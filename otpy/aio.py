@@ -117,9 +117,7 @@ async def call(dest: object, request: Any, timeout: float | None = 5.0) -> Any:
         waiters.append(waiter)
         return waiter
 
-    pending = core.begin_call(
-        dest, request, t, lambda: f"otpy.aio.call({dest!r}, {request!r})", make_waiter
-    )
+    pending = core.begin_call(dest, request, t, ("otpy.aio.call", dest, request), make_waiter)
     if waiters:
         try:
             woke = await waiters[0].wait(t)

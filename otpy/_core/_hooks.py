@@ -20,7 +20,17 @@ from typing import Any
 from .._exceptions import ExitError, NoProcError, StartError, Timeout
 from . import _process
 from ._api import NameResolver, _outside, _spawn_body, check_mailbox, current, resolve
-from ._process import MAX_INLINE_DEPTH, Call, Process, ProcessExit, Reply, describe, raise_dead
+from ._process import (
+    MAX_INLINE_DEPTH,
+    Call,
+    Process,
+    ProcessExit,
+    Reply,
+    What,
+    describe,
+    describe_wait,
+    raise_dead,
+)
 from ._scheduler import ThreadState, _tls, thread_state
 from ._types import Pid
 
@@ -263,7 +273,7 @@ def _cast_bounded(proc: Process, message: Any) -> None:
     proc.offer(message, "cast", sender, ts, None)
 
 
-def call(dest: object, request: Any, timeout: float | None, what: str | Callable[[], str]) -> Any:
+def call(dest: object, request: Any, timeout: float | None, what: What) -> Any:
     """A synchronous request to a process; see ``GenServer.call``.
 
     ``what`` names the operation in error messages (a callable is called only
@@ -274,15 +284,15 @@ def call(dest: object, request: Any, timeout: float | None, what: str | Callable
     if target is None:
         target = resolve(dest, me.rt)
     if target is None or not target.alive:
-        raise NoProcError(dest, what if isinstance(what, str) else what())
+        raise NoProcError(dest, describe_wait(what))
     answer = _process.call(me, ts, target, request, timeout, what)
     if answer.ok:
         return answer.value
-    raise ExitError(answer.value, what if isinstance(what, str) else what())
+    raise ExitError(answer.value, describe_wait(what))
 
 
 def call_until_exit(
-    dest: object, request: Any, timeout: float | None, what: str | Callable[[], str]
+    dest: object, request: Any, timeout: float | None, what: What
 ) -> tuple[bool, Any]:
     """Like :func:`call`, for a request that may end the target: ``(ok, reply or reason)``.
 
@@ -291,12 +301,12 @@ def call_until_exit(
     me, ts = current()
     target = resolve(dest, me.rt)
     if target is None or not target.alive:
-        raise NoProcError(dest, what if isinstance(what, str) else what())
+        raise NoProcError(dest, describe_wait(what))
     answer = _process.call(me, ts, target, request, timeout, what)
     return answer.ok, answer.value
 
 
-def wait_reply(reply: Reply, timeout: float | None, what: str | Callable[[], str]) -> Any:
+def wait_reply(reply: Reply, timeout: float | None, what: What) -> Any:
     """Wait for a Reply as the calling process (compensating the pool)."""
     me, ts = current()
     return _process.wait_reply(me, ts, reply, timeout, what)
@@ -356,7 +366,7 @@ class PendingCall:
         ts: ThreadState,
         target: Process,
         msg: Call,
-        what: str | Callable[[], str],
+        what: What,
     ) -> None:
         self._me = me
         self._ts = ts
@@ -373,7 +383,7 @@ class PendingCall:
         """The caller's timeout passed: raise Timeout, unless the answer won the race."""
         if self._msg.settle_timeout():
             self._end()
-            raise Timeout(self._what if isinstance(self._what, str) else self._what(), timeout)
+            raise Timeout(describe_wait(self._what), timeout)
 
     def cancel(self) -> None:
         """The caller gave up waiting (its task was cancelled): a late answer is dropped."""
@@ -405,7 +415,7 @@ def begin_call(
     dest: object,
     request: Any,
     timeout: float | None,
-    what: str | Callable[[], str],
+    what: What,
     make_waiter: Callable[[], Waiter],
 ) -> PendingCall:
     """Start a call that the caller will await (unless it is :attr:`~PendingCall.done` at once).
@@ -419,7 +429,7 @@ def begin_call(
     me, ts = current()
     target = resolve(dest, me.rt)
     if target is None or not target.alive:
-        raise NoProcError(dest, what if isinstance(what, str) else what())
+        raise NoProcError(dest, describe_wait(what))
     msg = _process.begin_call(me, ts, target, request, timeout, what, make_waiter)
     return PendingCall(me, ts, target, msg, what)
 
@@ -544,7 +554,7 @@ def data_of(dest: object) -> Any:
     Lets other processes reach a behaviour's shared structure (a Registry's
     tables) without a message round trip.
     """
-    proc = dest._proc if type(dest) is Pid else None  # resolve(dest) for a live pid, without the call
+    proc = dest._proc if type(dest) is Pid else None  # resolve(dest) for a pid, without a call
     if proc is None:
         proc = resolve(dest)
     return proc.data if proc is not None and proc.alive else None

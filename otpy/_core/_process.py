@@ -1432,8 +1432,20 @@ def _take(
         saved.append(msg)
 
 
-def _describe_wait(what: str | Callable[[], str]) -> str:
-    return what if isinstance(what, str) else what()
+What = str | Callable[[], str] | tuple[str, object, object]
+"""What an operation that waits is called in its errors: a str, a callable that makes
+one (only when an error needs it), or ``(name, dest, request)`` for ``name(dest, request)``:
+a tuple costs a call less to make than a closure, and the collector less."""
+
+
+def describe_wait(what: What) -> str:
+    """The text of ``what`` (see :data:`What`)."""
+    if isinstance(what, str):
+        return what
+    if type(what) is tuple:
+        name, dest, request = what
+        return f"{name}({dest!r}, {request!r})"
+    return what()  # type: ignore[operator]
 
 
 def wait_result(
@@ -1441,7 +1453,7 @@ def wait_result(
     ts: ThreadState,
     reply: Reply,
     timeout: float | None,
-    what: str | Callable[[], str],
+    what: What,
 ) -> None:
     """Wait until ``reply`` is resolved, as process ``proc``.
 
@@ -1458,7 +1470,7 @@ def wait_result(
         if not got and reply.settle_timeout():
             if not proc.alive:
                 raise_dead(proc, ts)
-            raise Timeout(_describe_wait(what), timeout)
+            raise Timeout(describe_wait(what), timeout)
     else:
         reply.wait(None)
     if reply.value is _ABANDONED or not proc.alive:
@@ -1470,7 +1482,7 @@ def wait_reply(
     ts: ThreadState,
     reply: Reply,
     timeout: float | None,
-    what: str | Callable[[], str],
+    what: What,
 ) -> Any:
     """Wait for ``reply`` as process ``proc``; the value, or raise.
 
@@ -1481,7 +1493,7 @@ def wait_reply(
     wait_result(proc, ts, reply, timeout, what)
     if reply.ok:
         return reply.value
-    raise ExitError(reply.value, _describe_wait(what))
+    raise ExitError(reply.value, describe_wait(what))
 
 
 def wait_done(proc: Process, ts: ThreadState, reply: Reply, timeout: float | None) -> bool:
@@ -1521,7 +1533,7 @@ def call(
     target: Process,
     request: Any,
     timeout: float | None,
-    what: str | Callable[[], str],
+    what: What,
 ) -> Call:
     """Send ``Call(request)`` to ``target`` and wait until it is answered.
 
@@ -1553,7 +1565,7 @@ def call(
                 return msg
         else:
             if not target.watch(msg):
-                raise NoProcError(target.pid, _describe_wait(what))
+                raise NoProcError(target.pid, describe_wait(what))
             if target._bound is None:
                 target.deliver(msg)
             else:
@@ -1564,7 +1576,7 @@ def call(
                     try:
                         wait_result(proc, ts, msg, left, what)
                     except Timeout:
-                        raise Timeout(_describe_wait(what), timeout) from None
+                        raise Timeout(describe_wait(what), timeout) from None
                     finally:
                         target.unwatch(msg)
                     return msg
@@ -1577,7 +1589,7 @@ def call(
         proc._calling = None
 
 
-def _open_call(proc: Process, target: Process, request: Any, what: str | Callable[[], str]) -> Call:
+def _open_call(proc: Process, target: Process, request: Any, what: What) -> Call:
     """The request of a call from ``proc`` to ``target``, recorded for deadlock detection.
 
     Raises:
@@ -1587,7 +1599,7 @@ def _open_call(proc: Process, target: Process, request: Any, what: str | Callabl
     if target is proc:
         raise ExitError(
             "calling_self",
-            f"{_describe_wait(what)}: a process cannot call itself (it would deadlock)",
+            f"{describe_wait(what)}: a process cannot call itself (it would deadlock)",
         )
     proc._calling = target
     if target._calling is not None:
@@ -1619,7 +1631,7 @@ def _run_call_inline(
     target: Process,
     msg: Call,
     timeout: float | None,
-    what: str | Callable[[], str],
+    what: What,
 ) -> None:
     """Run ``target``'s handler for ``msg`` on the caller's thread (the run flag is held).
 
@@ -1632,7 +1644,7 @@ def _run_call_inline(
         if not proc.alive:
             raise_dead(proc, ts)
         msg.settle_timeout()
-        raise Timeout(_describe_wait(what), timeout)
+        raise Timeout(describe_wait(what), timeout)
 
 
 def begin_call(
@@ -1641,7 +1653,7 @@ def begin_call(
     target: Process,
     request: Any,
     timeout: float | None,
-    what: str | Callable[[], str],
+    what: What,
     make_waiter: Callable[[], Waiter],
 ) -> Call:
     """Start a call whose caller will wait without a thread (``otpy.aio``).
@@ -1675,7 +1687,7 @@ def begin_call(
             waiter = make_waiter()
             msg.waker = waiter.wake
             if not target.watch(msg):
-                raise NoProcError(target.pid, _describe_wait(what))
+                raise NoProcError(target.pid, describe_wait(what))
             if target._bound is None:
                 target.deliver(msg)
             else:  # no sender: a "block" mailbox raises MailboxFullError instead of blocking
@@ -1698,7 +1710,7 @@ def end_call(
     ts: ThreadState,
     target: Process,
     msg: Call,
-    what: str | Callable[[], str],
+    what: What,
 ) -> Any:
     """After :func:`begin_call`'s call was answered (or its wait ended): the reply, or raise.
 
@@ -1712,7 +1724,7 @@ def end_call(
         raise_dead(proc, ts)
     if msg.ok:
         return msg.value
-    raise ExitError(msg.value, _describe_wait(what))
+    raise ExitError(msg.value, describe_wait(what))
 
 
 def _offer_call(
@@ -1727,7 +1739,7 @@ def _offer_call(
         raise
 
 
-def _check_deadlock(proc: Process, target: Process, what: str | Callable[[], str]) -> None:
+def _check_deadlock(proc: Process, target: Process, what: What) -> None:
     """Raise DeadlockError if ``target`` is blocked in a chain of calls that leads back to ``proc``.
 
     Every process blocked in a call points at its callee (``_calling``), so
@@ -1744,7 +1756,7 @@ def _check_deadlock(proc: Process, target: Process, what: str | Callable[[], str
     node = target._calling
     while node is not None:
         if node is proc:
-            raise DeadlockError(chain, _describe_wait(what))
+            raise DeadlockError(chain, describe_wait(what))
         if node in seen:
             return
         seen.add(node)
