@@ -176,7 +176,8 @@ class _Bucket:
         self.ident = ident  # its name, else its pid: telemetry and errors (immutable)
         self.lock = threading.Lock()
         # lock guards rate, capacity, tokens, stamp and waiting. Nothing is called while
-        # holding it but time.monotonic().
+        # holding it but time.monotonic(), and take() (the fast path) calls nothing: it
+        # reads the clock first (see there).
         self.rate = rate
         self.capacity = capacity
         self.tokens = capacity  # as of `stamp`; starts full
@@ -193,18 +194,29 @@ class _Bucket:
         return tokens
 
     def take(self, n: float) -> bool | None:
-        """Take ``n`` tokens now if nobody is queued: True, False, or None if ``n`` > capacity."""
+        """Take ``n`` tokens now if nobody is queued: True, False, or None if ``n`` > capacity.
+
+        The clock is read before the lock is taken, so that nothing is called while it is
+        held. A call is where a thread may be made to hand the GIL on: holding the lock
+        then stalls every other thread at it, which hand the GIL on in turn (8 threads
+        asking at once got an eighth of one thread's rate). A clock read that another
+        thread's newer one overtook refills nothing: ``stamp`` only moves forward, so
+        each moment is counted once.
+        """
+        now = time.monotonic()
         with self.lock:
             capacity = self.capacity
             if n > capacity:
                 return None
             if self.waiting:
                 return False
-            now = time.monotonic()
-            tokens = self.tokens + (now - self.stamp) * self.rate
-            if tokens > capacity:
-                tokens = capacity
-            self.stamp = now
+            tokens = self.tokens
+            stamp = self.stamp
+            if now > stamp:
+                tokens += (now - stamp) * self.rate
+                if tokens > capacity:
+                    tokens = capacity
+                self.stamp = now
             if tokens >= n:
                 self.tokens = tokens - n
                 return True

@@ -411,6 +411,33 @@ class TestUpdate:
 
 
 class TestRateGuarantees:
+    def test_a_clock_reading_that_a_newer_one_overtook_refills_nothing(self, monkeypatch):
+        # try_acquire reads the clock before it takes the bucket's lock, so a thread may
+        # come to the lock with a reading older than the last refill: it must neither
+        # take tokens back nor move the refill point back (which would count a moment twice).
+        from otpy import ratelimit
+
+        clock = [100.0]
+
+        class Clock:
+            @staticmethod
+            def monotonic():
+                return clock[0]
+
+        monkeypatch.setattr(ratelimit, "time", Clock)
+        state = ratelimit._Bucket(None, "test", rate=10.0, capacity=10.0)
+        state.tokens = 5.0
+        clock[0] = 99.0  # older than the refill point
+        assert state.take(1) is True
+        assert (state.tokens, state.stamp) == (4.0, 100.0)
+        clock[0] = 100.5  # half a second after the refill point: 5 tokens, once
+        assert state.take(1) is True
+        assert (state.tokens, state.stamp) == (8.0, 100.5)
+        clock[0] = 100.2
+        assert state.take(8) is True
+        assert (state.tokens, state.stamp) == (0.0, 100.5)
+        assert state.take(1) is False
+
     def test_hammering_threads_never_get_more_than_capacity_plus_rate_times_t(self, runtime):
         rate, capacity = 300.0, 20.0
         bucket = TokenBucket.start_link(rate=rate, capacity=capacity)
