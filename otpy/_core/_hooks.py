@@ -554,9 +554,7 @@ def data_of(dest: object) -> Any:
     Lets other processes reach a behaviour's shared structure (a Registry's
     tables) without a message round trip.
     """
-    proc = dest._proc if type(dest) is Pid else None  # resolve(dest) for a pid, without a call
-    if proc is None:
-        proc = resolve(dest)
+    proc = resolve(dest)
     return proc.data if proc is not None and proc.alive else None
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import attrs
@@ -296,16 +297,11 @@ def ack_messages(successful: Sequence[Message], failed: Sequence[Message]) -> in
         # The common case, one producer: every message has the first one's acknowledger
         # and ack_ref (the same objects), so they form one group without any hashing.
         acknowledger, ack_ref, _ = first.acknowledger
-        one = True
-        for part in (successful, failed):  # a loop, not all(...): no generator per message
-            for m in part:
-                ack = m.acknowledger
-                if ack[0] is not acknowledger or ack[1] is not ack_ref:
-                    one = False
-                    break
-            if not one:
+        for m in chain(successful, failed):  # a loop, not all(...): no generator per message
+            ack = m.acknowledger
+            if ack[0] is not acknowledger or ack[1] is not ack_ref:
                 break
-        if one:
+        else:
             groups[(0, 0)] = (acknowledger, ack_ref, list(successful), list(failed))
             successful = failed = ()
     for messages, failed_side in ((successful, False), (failed, True)):
